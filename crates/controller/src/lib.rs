@@ -5,6 +5,11 @@
 //!   [`metadata::MetadataImage`] and its deterministic `apply`.
 //! - [`planner`]: pure decision functions (placement, elections, fencing) returning commands,
 //!   each covered by command-vector tests.
+//! - [`store`]: the Raft log and state machine over the [`store::KvBackend`] trait (sled in
+//!   production, memory in simulations); passes `openraft::testing::Suite`.
+//! - [`raft_types`]: the openraft type configuration.
 
 pub mod metadata;
 pub mod planner;
+pub mod raft_types;
+pub mod store;
