@@ -8,8 +8,18 @@
 //! - [`store`]: the Raft log and state machine over the [`store::KvBackend`] trait (sled in
 //!   production, memory in simulations); passes `openraft::testing::Suite`.
 //! - [`raft_types`]: the openraft type configuration.
+//! - [`network`] (client) and [`grpc`] (server): Raft RPCs over the `gregor-proto` services.
+//! - [`cluster_id`]: format-once identity of a data directory; peers of other clusters are
+//!   refused.
+//! - [`node`]: a running controller ([`node::ControllerNode`]) owning its tasks.
+//! - [`error`]: [`error::ControllerError`] and its one mapping to gRPC statuses.
 
+pub mod cluster_id;
+pub mod error;
+pub mod grpc;
 pub mod metadata;
+pub mod network;
+pub mod node;
 pub mod planner;
 pub mod raft_types;
 pub mod store;

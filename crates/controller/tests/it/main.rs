@@ -1,0 +1,3 @@
+//! Integration tests of the controller quorum (one binary: one link).
+
+mod grpc_cluster;
