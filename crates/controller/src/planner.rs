@@ -32,6 +32,13 @@ use crate::metadata::{BrokerId, Command, MetadataImage, PartitionState};
 /// Milliseconds on the leader controller's clock.
 pub type Millis = u64;
 
+/// Default `broker.heartbeat.interval.ms` (see `docs/controller.md` for the reasoning).
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: Millis = 200;
+/// Default `broker.session.timeout.ms`: four and a half heartbeat intervals.
+pub const DEFAULT_SESSION_TIMEOUT_MS: Millis = 900;
+/// How often the leader controller runs [`plan_tick`].
+pub const DEFAULT_PLANNER_TICK_MS: Millis = 100;
+
 /// Why a request cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {

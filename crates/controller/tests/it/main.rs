@@ -1,3 +1,5 @@
 //! Integration tests of the controller quorum (one binary: one link).
 
 mod grpc_cluster;
+mod router;
+mod sim;
