@@ -11,9 +11,12 @@
 //! - [`network`] (client) and [`grpc`] (server): Raft RPCs over the `gregor-proto` services.
 //! - [`cluster_id`]: format-once identity of a data directory; peers of other clusters are
 //!   refused.
+//! - [`broker_service`]: the `BrokerLifecycle` gRPC service (register, heartbeat, ordered
+//!   metadata stream with snapshot catch-up) and the leader's planner loop.
 //! - [`node`]: a running controller ([`node::ControllerNode`]) owning its tasks.
 //! - [`error`]: [`error::ControllerError`] and its one mapping to gRPC statuses.
 
+pub mod broker_service;
 pub mod cluster_id;
 pub mod error;
 pub mod grpc;

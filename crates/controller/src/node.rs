@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use gregor_proto::controller::v1::broker_lifecycle_server::BrokerLifecycleServer;
 use gregor_proto::controller::v1::raft_server::RaftServer;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
@@ -12,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker_service::{BrokerService, LeaderClock, run_planner};
 use crate::cluster_id::{ClusterId, format_or_verify};
 use crate::error::ControllerError;
 use crate::grpc::RaftService;
@@ -79,6 +82,30 @@ pub struct ControllerConfig {
     pub voters: BTreeMap<NodeId, String>,
     /// Raft timing.
     pub timing: RaftTiming,
+    /// `broker.session.timeout.ms`.
+    pub broker_session_timeout_ms: u64,
+    /// How often the leader runs the planner.
+    pub planner_tick_ms: u64,
+}
+
+impl ControllerConfig {
+    /// A configuration with the documented defaults for timing and sessions.
+    pub fn new(
+        node_id: NodeId,
+        cluster_id: ClusterId,
+        data_dir: PathBuf,
+        voters: BTreeMap<NodeId, String>,
+    ) -> Self {
+        Self {
+            node_id,
+            cluster_id,
+            data_dir,
+            voters,
+            timing: RaftTiming::default(),
+            broker_session_timeout_ms: crate::planner::DEFAULT_SESSION_TIMEOUT_MS,
+            planner_tick_ms: crate::planner::DEFAULT_PLANNER_TICK_MS,
+        }
+    }
 }
 
 /// A running controller. Dropping it without [`ControllerNode::shutdown`] leaves its tasks to
@@ -148,10 +175,27 @@ impl ControllerNode {
         let token = shutdown.child_token();
         let mut tasks = JoinSet::new();
         let service = RaftService::new(raft.clone(), config.cluster_id.clone());
+        let clock = Arc::new(LeaderClock::new());
+        let brokers = BrokerService::new(
+            raft.clone(),
+            view.clone(),
+            config.cluster_id.clone(),
+            clock.clone(),
+            token.clone(),
+        );
+        tasks.spawn(run_planner(
+            raft.clone(),
+            view.clone(),
+            clock,
+            config.broker_session_timeout_ms,
+            Duration::from_millis(config.planner_tick_ms.max(1)),
+            token.clone(),
+        ));
         let stop = token.clone();
         tasks.spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(RaftServer::new(service))
+                .add_service(BrokerLifecycleServer::new(brokers))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     stop.cancelled_owned(),

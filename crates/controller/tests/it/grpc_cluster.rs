@@ -18,22 +18,22 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const DEADLINE: Duration = Duration::from_secs(15);
+pub const DEADLINE: Duration = Duration::from_secs(15);
 
-struct Cluster {
-    cluster_id: ClusterId,
-    voters: BTreeMap<NodeId, String>,
+pub struct Cluster {
+    pub cluster_id: ClusterId,
+    pub voters: BTreeMap<NodeId, String>,
     dirs: BTreeMap<NodeId, tempfile::TempDir>,
     /// Kept open across in-process restarts (see `ControllerNode::start_with_backend`).
     stores: BTreeMap<NodeId, Arc<SledBackend>>,
-    nodes: BTreeMap<NodeId, ControllerNode>,
+    pub nodes: BTreeMap<NodeId, ControllerNode>,
     timing: RaftTiming,
     token: CancellationToken,
 }
 
 impl Cluster {
     /// Three nodes started the production way (format, open sled, serve).
-    async fn start(timing: RaftTiming) -> anyhow::Result<Self> {
+    pub async fn start(timing: RaftTiming) -> anyhow::Result<Self> {
         Self::start_inner(timing, false).await
     }
 
@@ -77,16 +77,18 @@ impl Cluster {
 
     fn config(&self, id: NodeId, dir: &std::path::Path) -> ControllerConfig {
         ControllerConfig {
-            node_id: id,
-            cluster_id: self.cluster_id.clone(),
-            data_dir: dir.to_path_buf(),
-            voters: self.voters.clone(),
             timing: self.timing,
+            ..ControllerConfig::new(
+                id,
+                self.cluster_id.clone(),
+                dir.to_path_buf(),
+                self.voters.clone(),
+            )
         }
     }
 
     /// Waits until every running node agrees on one leader that is not `not`.
-    async fn wait_leader(&self, not: Option<NodeId>) -> anyhow::Result<NodeId> {
+    pub async fn wait_leader(&self, not: Option<NodeId>) -> anyhow::Result<NodeId> {
         let mut agreed = None;
         for node in self.nodes.values() {
             let m = node
@@ -128,13 +130,13 @@ impl Cluster {
         Ok((c.offset, c.result))
     }
 
-    async fn stop(&mut self, id: NodeId) -> anyhow::Result<()> {
+    pub async fn stop(&mut self, id: NodeId) -> anyhow::Result<()> {
         let node = self.nodes.remove(&id).context("not running")?;
         node.shutdown().await?;
         Ok(())
     }
 
-    async fn shutdown(mut self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.token.cancel();
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
