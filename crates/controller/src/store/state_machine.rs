@@ -300,3 +300,65 @@ impl<B: KvBackend> RaftStateMachine<TypeConfig> for StateMachineStore<B> {
             }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::log_id;
+
+    use super::*;
+    use crate::store::MemBackend;
+
+    fn entry(index: u64, command: Command) -> Entry {
+        Entry {
+            log_id: log_id(1, 1, index),
+            payload: EntryPayload::Normal(command),
+        }
+    }
+
+    #[tokio::test]
+    async fn readers_behind_the_retained_records_get_a_snapshot() {
+        let kv = Arc::new(MemBackend::default());
+        let mut sm = StateMachineStore::open(kv.clone()).unwrap();
+        let register = Command::RegisterBroker {
+            broker_id: 1,
+            incarnation: uuid::Uuid::from_u128(1),
+            endpoints: vec![],
+            rack: None,
+        };
+        let unfence = Command::UnfenceBroker {
+            broker_id: 1,
+            broker_epoch: 1,
+        };
+        let results = sm
+            .apply([entry(1, register.clone()), entry(2, unfence.clone())])
+            .await
+            .unwrap();
+        assert_eq!(results[1], CommandResult::Applied);
+        let view = sm.view();
+        assert_eq!(
+            view.records_since(2),
+            RecordsSince::Records(vec![MetadataRecord {
+                offset: 2,
+                command: unfence
+            }])
+        );
+        assert_eq!(view.records_since(3), RecordsSince::Records(vec![]));
+
+        // Persist a snapshot, then reopen: the records before it are gone from memory, so a
+        // reader from offset 1 gets the image, and one past it gets records.
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let image = view.image();
+        let reopened = StateMachineStore::open(kv).unwrap().view();
+        assert_eq!(
+            reopened.records_since(1),
+            RecordsSince::Snapshot(image.clone())
+        );
+        assert_eq!(reopened.records_since(3), RecordsSince::Records(vec![]));
+        assert_eq!(reopened.applied_offset(), 2);
+        assert!(image.is_active(1));
+    }
+}
