@@ -1,0 +1,337 @@
+//! The broker-facing gRPC service (`BrokerLifecycle`) and the leader controller's planner loop.
+//!
+//! * `RegisterBroker` and `Heartbeat` go to the leader controller (others answer `Unavailable`
+//!   with the leader's address in the `x-gregor-leader` metadata key).
+//! * `WatchMetadata(from_offset)` works on any controller: it streams the locally applied records
+//!   with offset ≥ `from_offset`, in order, starting with a snapshot of the image when those
+//!   records are no longer retained in memory.
+//! * The planner loop runs on every controller but only acts while it is the leader: each tick
+//!   it runs [`planner::plan_tick`] with the leader's clock as `now` and proposes the result.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use gregor_proto::controller::v1 as pb;
+use gregor_proto::controller::v1::broker_lifecycle_server::BrokerLifecycle;
+use openraft::ServerState;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::cluster_id::ClusterId;
+use crate::error::{ControllerError, to_status};
+use crate::grpc::check_cluster;
+use crate::metadata::{Command, CommandResult, Endpoint};
+use crate::node::propose;
+use crate::planner::{self, Heartbeat, Liveness, Millis};
+use crate::raft_types::Raft;
+use crate::store::{MetadataView, RecordsSince};
+
+/// Heartbeat bookkeeping of the leader controller, shared by the service and the planner loop.
+#[derive(Debug)]
+pub struct LeaderClock {
+    base: tokio::time::Instant,
+    state: Mutex<(u64, Liveness)>,
+}
+
+impl LeaderClock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+            state: Mutex::new((0, Liveness::default())),
+        }
+    }
+
+    /// Milliseconds on this controller's monotonic clock.
+    pub fn now(&self) -> Millis {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (u64, Liveness)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The liveness for `term`, reset when this controller starts leading a new term.
+    fn liveness(&self, term: u64) -> Liveness {
+        let now = self.now();
+        let mut s = self.lock();
+        if s.0 != term {
+            *s = (
+                term,
+                Liveness {
+                    since: now,
+                    ..Liveness::default()
+                },
+            );
+        }
+        s.1.clone()
+    }
+
+    fn record(&self, broker_id: i32) {
+        let now = self.now();
+        self.lock().1.last_heartbeat.insert(broker_id, now);
+    }
+}
+
+impl Default for LeaderClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Serves `gregor.controller.v1.BrokerLifecycle`.
+#[derive(Clone)]
+pub struct BrokerService {
+    raft: Raft,
+    view: MetadataView,
+    cluster_id: ClusterId,
+    clock: Arc<LeaderClock>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for BrokerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerService")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BrokerService {
+    /// A service over one controller's Raft handle and applied metadata.
+    pub fn new(
+        raft: Raft,
+        view: MetadataView,
+        cluster_id: ClusterId,
+        clock: Arc<LeaderClock>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            raft,
+            view,
+            cluster_id,
+            clock,
+            shutdown,
+        }
+    }
+
+    fn not_leader(&self) -> ControllerError {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader.and_then(|id| {
+            m.membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| (id, n.addr.clone()))
+        });
+        ControllerError::NotLeader { leader }
+    }
+
+    fn leader_term(&self) -> Result<u64, ControllerError> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            Ok(m.current_term)
+        } else {
+            Err(self.not_leader())
+        }
+    }
+}
+
+fn rejected(result: CommandResult) -> Result<CommandResult, ControllerError> {
+    match result {
+        CommandResult::Rejected(r) => Err(ControllerError::Rejected(r)),
+        other => Ok(other),
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::MetadataEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl BrokerLifecycle for BrokerService {
+    async fn register_broker(
+        &self,
+        request: Request<pb::RegisterBrokerRequest>,
+    ) -> Result<Response<pb::RegisterBrokerReply>, Status> {
+        let req = request.into_inner();
+        check_cluster(&self.cluster_id, &req.cluster_id)?;
+        let bad = |m: String| to_status(&ControllerError::Payload(m));
+        let incarnation = uuid::Uuid::parse_str(&req.incarnation_id)
+            .map_err(|e| bad(format!("incarnation_id: {e}")))?;
+        let endpoints = req
+            .endpoints
+            .into_iter()
+            .map(|e| {
+                let port = u16::try_from(e.port).map_err(|_| bad(format!("port {}", e.port)))?;
+                Ok(Endpoint {
+                    name: e.name,
+                    host: e.host,
+                    port,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let cmd = Command::RegisterBroker {
+            broker_id: req.broker_id,
+            incarnation,
+            endpoints,
+            rack: Some(req.rack).filter(|r| !r.is_empty()),
+        };
+        let result = async {
+            self.leader_term()?;
+            rejected(propose(&self.raft, cmd).await?.result)
+        }
+        .await
+        .map_err(|e| to_status(&e))?;
+        match result {
+            CommandResult::BrokerRegistered { broker_epoch } => {
+                self.clock.record(req.broker_id);
+                Ok(Response::new(pb::RegisterBrokerReply { broker_epoch }))
+            }
+            other => Err(to_status(&ControllerError::Payload(format!(
+                "unexpected result {other:?}"
+            )))),
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatReply>, Status> {
+        let req = request.into_inner();
+        check_cluster(&self.cluster_id, &req.cluster_id)?;
+        let hb = Heartbeat {
+            broker_id: req.broker_id,
+            broker_epoch: req.broker_epoch,
+            metadata_offset: req.metadata_offset,
+            want_fence: req.want_fence,
+        };
+        let reply = async {
+            self.leader_term()?;
+            let image = self.view.image();
+            let cmds = planner::plan_heartbeat(&image, &hb)?;
+            self.clock.record(hb.broker_id);
+            for cmd in cmds {
+                rejected(propose(&self.raft, cmd).await?.result)?;
+            }
+            let image = self.view.image();
+            Ok::<_, ControllerError>(pb::HeartbeatReply {
+                fenced: image.brokers.get(&hb.broker_id).is_none_or(|b| b.fenced),
+                committed_offset: image.offset,
+            })
+        }
+        .await
+        .map_err(|e| to_status(&e))?;
+        Ok(Response::new(reply))
+    }
+
+    type WatchMetadataStream = EventStream;
+
+    async fn watch_metadata(
+        &self,
+        request: Request<pb::WatchMetadataRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let req = request.into_inner();
+        check_cluster(&self.cluster_id, &req.cluster_id)?;
+        let (tx, rx) = mpsc::channel(256);
+        let view = self.view.clone();
+        let shutdown = self.shutdown.clone();
+        // One task per watcher; it ends when the broker disconnects or the server stops.
+        tokio::spawn(stream_metadata(view, req.from_offset, tx, shutdown));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+async fn stream_metadata(
+    view: MetadataView,
+    from: u64,
+    tx: mpsc::Sender<Result<pb::MetadataEvent, Status>>,
+    shutdown: CancellationToken,
+) {
+    use pb::metadata_event::Event;
+    let mut applied = view.subscribe();
+    let mut next = from.max(1);
+    loop {
+        let events: Vec<Event> = match view.records_since(next) {
+            RecordsSince::Snapshot(image) => {
+                next = image.offset + 1;
+                vec![Event::Snapshot(pb::MetadataSnapshot {
+                    offset: image.offset,
+                    image: image.encode().into(),
+                })]
+            }
+            RecordsSince::Records(records) => {
+                if let Some(last) = records.last() {
+                    next = last.offset + 1;
+                }
+                records
+                    .into_iter()
+                    .map(|r| {
+                        Event::Record(pb::MetadataRecord {
+                            offset: r.offset,
+                            command: r.command.encode().into(),
+                        })
+                    })
+                    .collect()
+            }
+        };
+        let idle = events.is_empty();
+        for event in events {
+            let sent = tx.send(Ok(pb::MetadataEvent { event: Some(event) }));
+            tokio::select! {
+                r = sent => if r.is_err() { return },
+                () = shutdown.cancelled() => return,
+            }
+        }
+        if idle {
+            tokio::select! {
+                r = applied.changed() => if r.is_err() { return },
+                () = tx.closed() => return,
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+/// The leader controller's periodic planning: session expiry and leadership fixes.
+pub async fn run_planner(
+    raft: Raft,
+    view: MetadataView,
+    clock: Arc<LeaderClock>,
+    session_timeout_ms: Millis,
+    tick: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), ControllerError> {
+    let mut ticker = tokio::time::interval(tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+        let m = raft.metrics().borrow().clone();
+        if m.state != ServerState::Leader {
+            continue;
+        }
+        let liveness = clock.liveness(m.current_term);
+        let cmds = planner::plan_tick(&view.image(), &liveness, clock.now(), session_timeout_ms);
+        for cmd in cmds {
+            match propose(&raft, cmd).await {
+                Ok(_) => {}
+                // Lost leadership mid-plan: the next leader re-plans from its own image.
+                Err(ControllerError::NotLeader { .. }) => break,
+                Err(e) => tracing::warn!(error = %e, "planner proposal failed"),
+            }
+        }
+    }
+}
+
+/// The leader address carried by a `NotLeader` status, if any.
+pub fn leader_hint(status: &Status) -> Option<String> {
+    status
+        .metadata()
+        .get(crate::error::LEADER_HINT_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}

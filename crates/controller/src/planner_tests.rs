@@ -1,0 +1,473 @@
+//! Command-vector tests: an input image and an event in, the exact command list out.
+
+use std::collections::BTreeMap;
+
+use uuid::Uuid;
+
+use super::*;
+use crate::metadata::{CommandResult, ConfigResource, UNCLEAN_LEADER_ELECTION};
+
+/// Registers and unfences brokers `ids` (broker `id` gets epoch `10 * id`), with optional racks.
+fn cluster(brokers: &[(BrokerId, Option<&str>)]) -> MetadataImage {
+    let mut img = MetadataImage::default();
+    for (id, rack) in brokers {
+        let epoch = 10 * (*id as u64);
+        let r = img.apply(
+            epoch,
+            &Command::RegisterBroker {
+                broker_id: *id,
+                incarnation: Uuid::from_u128(*id as u128),
+                endpoints: vec![],
+                rack: rack.map(str::to_owned),
+            },
+        );
+        assert_eq!(
+            r,
+            CommandResult::BrokerRegistered {
+                broker_epoch: epoch
+            }
+        );
+        img.apply(
+            epoch + 1,
+            &Command::UnfenceBroker {
+                broker_id: *id,
+                broker_epoch: epoch,
+            },
+        );
+    }
+    img
+}
+
+fn brokers(n: i32) -> MetadataImage {
+    cluster(&(1..=n).map(|i| (i, None)).collect::<Vec<_>>())
+}
+
+/// Adds topic `name` with an explicit state per partition.
+fn with_topic(
+    mut img: MetadataImage,
+    name: &str,
+    parts: &[(&[BrokerId], &[BrokerId], Option<BrokerId>)],
+) -> MetadataImage {
+    let assignments = parts.iter().map(|(r, _, _)| r.to_vec()).collect();
+    let id = Uuid::from_u128(1000 + img.topics.len() as u128);
+    let r = img.apply(
+        img.offset + 1,
+        &Command::CreateTopic {
+            name: name.into(),
+            topic_id: id,
+            assignments,
+            configs: BTreeMap::new(),
+        },
+    );
+    assert_eq!(r, CommandResult::Applied);
+    // Set ISR and leader directly: these tests are about what the planner does with them.
+    if let Some(t) = img.topics.get_mut(name) {
+        for (p, (_, isr, leader)) in t.partitions.iter_mut().zip(parts) {
+            p.isr = isr.to_vec();
+            p.leader = *leader;
+        }
+    }
+    img
+}
+
+fn fence(img: &mut MetadataImage, id: BrokerId) {
+    let epoch = img.brokers[&id].epoch;
+    let r = img.apply(
+        img.offset + 1,
+        &Command::FenceBroker {
+            broker_id: id,
+            broker_epoch: epoch,
+        },
+    );
+    assert_eq!(r, CommandResult::Applied);
+}
+
+fn apply_all(img: &mut MetadataImage, cmds: &[Command]) {
+    for c in cmds {
+        let off = img.offset + 1;
+        let r = img.apply(off, c);
+        assert!(!matches!(r, CommandResult::Rejected(_)), "{c:?}: {r:?}");
+    }
+}
+
+fn elect(topic: &str, p: u32, pe: i32, leader: Option<BrokerId>, isr: &[BrokerId]) -> Command {
+    Command::ElectLeader {
+        topic: topic.into(),
+        partition: p,
+        partition_epoch: pe,
+        leader,
+        isr: isr.to_vec(),
+    }
+}
+
+fn create(name: &str, partitions: u32, rf: u16) -> CreateTopicRequest {
+    CreateTopicRequest {
+        name: name.into(),
+        topic_id: Uuid::from_u128(77),
+        partitions,
+        replication_factor: rf,
+        configs: BTreeMap::new(),
+    }
+}
+
+// ----- placement -----------------------------------------------------------------------------
+
+#[test]
+fn placement_balances_replicas_and_leaders() {
+    // 3 brokers, 3 partitions x RF 3: each broker leads one partition.
+    let img = brokers(3);
+    let cmds = plan_create_topic(&img, &create("t", 3, 3)).unwrap();
+    assert_eq!(
+        cmds,
+        vec![Command::CreateTopic {
+            name: "t".into(),
+            topic_id: Uuid::from_u128(77),
+            assignments: vec![vec![1, 2, 3], vec![2, 1, 3], vec![3, 1, 2]],
+            configs: BTreeMap::new(),
+        }]
+    );
+}
+
+#[test]
+fn placement_accounts_for_existing_load() {
+    // Broker 1 already holds two replicas and a leadership: new partitions avoid it.
+    let img = with_topic(brokers(3), "old", &[(&[1, 2], &[1, 2], Some(1))]);
+    let cmds = plan_create_topic(&img, &create("t", 1, 1)).unwrap();
+    assert_eq!(
+        cmds,
+        vec![Command::CreateTopic {
+            name: "t".into(),
+            topic_id: Uuid::from_u128(77),
+            assignments: vec![vec![3]],
+            configs: BTreeMap::new(),
+        }]
+    );
+}
+
+#[test]
+fn placement_is_rack_aware() {
+    // Racks: a={1,2}, b={3,4}. RF 2: every partition spans both racks.
+    let img = cluster(&[
+        (1, Some("a")),
+        (2, Some("a")),
+        (3, Some("b")),
+        (4, Some("b")),
+    ]);
+    let a = assign_replicas(&img, 4, 2).unwrap();
+    assert_eq!(a, vec![vec![1, 3], vec![2, 4], vec![3, 1], vec![4, 2]]);
+}
+
+#[test]
+fn placement_skips_fenced_brokers_and_checks_the_replication_factor() {
+    let mut img = brokers(3);
+    fence(&mut img, 2);
+    assert_eq!(
+        assign_replicas(&img, 2, 2).unwrap(),
+        vec![vec![1, 3], vec![3, 1]]
+    );
+    assert_eq!(
+        plan_create_topic(&img, &create("t", 1, 3)),
+        Err(PlanError::InvalidReplicationFactor {
+            replication_factor: 3,
+            active: 2
+        })
+    );
+    assert_eq!(
+        plan_create_topic(&img, &create("t", 0, 1)),
+        Err(PlanError::InvalidPartitions(0))
+    );
+}
+
+#[test]
+fn create_partitions_keeps_the_replication_factor() {
+    let img = with_topic(brokers(3), "t", &[(&[1, 2], &[1, 2], Some(1))]);
+    assert_eq!(
+        plan_create_partitions(&img, "t", 2).unwrap(),
+        vec![Command::CreatePartitions {
+            topic: "t".into(),
+            // 3 holds nothing yet, so it leads; 1 and 2 tie on load and the lower id wins.
+            assignments: vec![vec![3, 1]]
+        }]
+    );
+    assert_eq!(
+        plan_create_partitions(&img, "t", 1),
+        Err(PlanError::InvalidPartitions(1))
+    );
+    assert_eq!(
+        plan_create_partitions(&img, "nope", 3),
+        Err(PlanError::UnknownTopic("nope".into()))
+    );
+}
+
+#[test]
+fn create_existing_topic_is_refused() {
+    let img = with_topic(brokers(1), "t", &[(&[1], &[1], Some(1))]);
+    assert_eq!(
+        plan_create_topic(&img, &create("t", 1, 1)),
+        Err(PlanError::TopicExists("t".into()))
+    );
+}
+
+// ----- election ------------------------------------------------------------------------------
+
+#[test]
+fn fenced_leader_moves_to_the_next_isr_member_and_leaves_the_isr() {
+    //  replicas  isr      leader | fence 1 | leader  isr
+    //  [1,2,3]   [1,2,3]  1      |         | 2       [2,3]
+    //  [2,3,1]   [2,3,1]  2      |         | 2       [2,3]   (ISR shrink only)
+    //  [3,1,2]   [3,1]    3      |         | (untouched: 1 not... ) -> 3 [3]
+    let mut img = with_topic(
+        brokers(3),
+        "t",
+        &[
+            (&[1, 2, 3], &[1, 2, 3], Some(1)),
+            (&[2, 3, 1], &[2, 3, 1], Some(2)),
+            (&[3, 1, 2], &[3, 1], Some(3)),
+        ],
+    );
+    fence(&mut img, 1);
+    assert_eq!(
+        plan_leadership(&img),
+        vec![
+            elect("t", 0, 0, Some(2), &[2, 3]),
+            elect("t", 1, 0, Some(2), &[2, 3]),
+            elect("t", 2, 0, Some(3), &[3]),
+        ]
+    );
+}
+
+#[test]
+fn leader_is_only_elected_from_the_isr() {
+    // The ISR is {1}; 1 is fenced; 2 and 3 are active but out of sync: the partition goes
+    // offline and keeps its ISR.
+    let mut img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[1], Some(1))]);
+    fence(&mut img, 1);
+    assert_eq!(plan_leadership(&img), vec![elect("t", 0, 0, None, &[1])]);
+}
+
+#[test]
+fn unclean_election_is_a_per_topic_opt_in() {
+    let mut img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[1], Some(1))]);
+    apply_all(
+        &mut img,
+        &[Command::AlterConfigs {
+            resource: ConfigResource::Topic("t".into()),
+            changes: vec![(UNCLEAN_LEADER_ELECTION.into(), Some("true".into()))],
+        }],
+    );
+    fence(&mut img, 1);
+    assert_eq!(plan_leadership(&img), vec![elect("t", 0, 0, Some(2), &[2])]);
+}
+
+#[test]
+fn offline_partition_comes_back_when_its_last_isr_member_returns() {
+    let mut img = with_topic(brokers(2), "t", &[(&[1, 2], &[1], Some(1))]);
+    fence(&mut img, 1);
+    let offline = plan_leadership(&img);
+    apply_all(&mut img, &offline);
+    assert_eq!(img.partition("t", 0).map(|p| p.leader), Some(None));
+    // Nothing to do while 1 is away.
+    assert_eq!(plan_leadership(&img), vec![]);
+    // Broker 1 unfences (epoch 10): it is the ISR, so it leads again with a higher epoch.
+    apply_all(
+        &mut img,
+        &[Command::UnfenceBroker {
+            broker_id: 1,
+            broker_epoch: 10,
+        }],
+    );
+    assert_eq!(plan_leadership(&img), vec![elect("t", 0, 1, Some(1), &[1])]);
+}
+
+#[test]
+fn preferred_leader_is_restored_once_back_in_the_isr() {
+    // 1 is preferred but 2 leads. While 1 is not in the ISR nothing happens; once the leader
+    // adds it back (it caught up) leadership returns to 1.
+    let img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[2, 3], Some(2))]);
+    assert_eq!(plan_leadership(&img), vec![]);
+    let img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[2, 3, 1], Some(2))]);
+    assert_eq!(
+        plan_leadership(&img),
+        vec![elect("t", 0, 0, Some(1), &[2, 3, 1])]
+    );
+}
+
+#[test]
+fn preferred_leader_waits_until_unfenced() {
+    let mut img = with_topic(brokers(2), "t", &[(&[1, 2], &[2, 1], Some(2))]);
+    fence(&mut img, 1);
+    // Fenced and in the ISR: removed from the ISR, not made leader.
+    assert_eq!(plan_leadership(&img), vec![elect("t", 0, 0, Some(2), &[2])]);
+}
+
+#[test]
+fn epochs_rise_on_every_planned_change_and_plans_converge() {
+    let mut img = with_topic(
+        brokers(3),
+        "t",
+        &[
+            (&[1, 2, 3], &[1, 2, 3], Some(1)),
+            (&[2, 3, 1], &[2, 3, 1], Some(2)),
+        ],
+    );
+    let before: Vec<(i32, i32)> = img.topics["t"]
+        .partitions
+        .iter()
+        .map(|p| (p.leader_epoch, p.partition_epoch))
+        .collect();
+    fence(&mut img, 1);
+    let plan = plan_leadership(&img);
+    apply_all(&mut img, &plan);
+    for (p, (le, pe)) in img.topics["t"].partitions.iter().zip(before) {
+        assert!(p.leader_epoch > le && p.partition_epoch > pe, "{p:?}");
+    }
+    // Level-triggered: the image now satisfies every rule.
+    assert_eq!(plan_leadership(&img), vec![]);
+}
+
+#[test]
+fn a_plan_made_on_a_stale_image_is_rejected_by_apply() {
+    let mut img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[1, 2, 3], Some(1))]);
+    fence(&mut img, 1);
+    let plan = plan_leadership(&img);
+    apply_all(&mut img, &plan);
+    let off = img.offset + 1;
+    assert!(matches!(
+        img.apply(off, &plan[0]),
+        CommandResult::Rejected(crate::metadata::Rejection::StalePartitionEpoch { .. })
+    ));
+}
+
+// ----- sessions and heartbeats ---------------------------------------------------------------
+
+#[test]
+fn silent_broker_is_fenced_after_the_session_timeout() {
+    let img = brokers(3);
+    let live = Liveness {
+        since: 0,
+        last_heartbeat: BTreeMap::from([(1, 1000), (2, 1500), (3, 1900)]),
+    };
+    // now=2000, timeout=900: broker 1 (1000 ms ago) expired, 2 (500) and 3 (100) did not.
+    assert_eq!(
+        plan_session_expiry(&img, &live, 2000, 900),
+        vec![Command::FenceBroker {
+            broker_id: 1,
+            broker_epoch: 10
+        }]
+    );
+    // Exactly at the timeout is not expired.
+    assert_eq!(plan_session_expiry(&img, &live, 1900, 900), vec![]);
+}
+
+#[test]
+fn a_new_leader_controller_counts_from_its_leadership_start() {
+    let img = brokers(2);
+    let live = Liveness {
+        since: 5000,
+        last_heartbeat: BTreeMap::new(),
+    };
+    assert_eq!(plan_session_expiry(&img, &live, 5800, 900), vec![]);
+    assert_eq!(plan_session_expiry(&img, &live, 5901, 900).len(), 2);
+}
+
+#[test]
+fn tick_fences_and_moves_leadership_in_one_plan() {
+    let img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[1, 2, 3], Some(1))]);
+    let live = Liveness {
+        since: 0,
+        last_heartbeat: BTreeMap::from([(1, 0), (2, 950), (3, 950)]),
+    };
+    assert_eq!(
+        plan_tick(&img, &live, 1000, 900),
+        vec![
+            Command::FenceBroker {
+                broker_id: 1,
+                broker_epoch: 10
+            },
+            elect("t", 0, 0, Some(2), &[2, 3]),
+        ]
+    );
+}
+
+#[test]
+fn heartbeat_unfences_a_caught_up_broker() {
+    let mut img = brokers(2);
+    fence(&mut img, 2);
+    let hb = |off, want_fence| Heartbeat {
+        broker_id: 2,
+        broker_epoch: 20,
+        metadata_offset: off,
+        want_fence,
+    };
+    // Not caught up to its own registration yet.
+    assert_eq!(plan_heartbeat(&img, &hb(19, false)), Ok(vec![]));
+    assert_eq!(
+        plan_heartbeat(&img, &hb(20, false)),
+        Ok(vec![Command::UnfenceBroker {
+            broker_id: 2,
+            broker_epoch: 20
+        }])
+    );
+    // Controlled shutdown of an active broker.
+    assert_eq!(
+        plan_heartbeat(
+            &img,
+            &Heartbeat {
+                broker_id: 1,
+                broker_epoch: 10,
+                metadata_offset: 99,
+                want_fence: true
+            }
+        ),
+        Ok(vec![Command::FenceBroker {
+            broker_id: 1,
+            broker_epoch: 10
+        }])
+    );
+    // Steady state: nothing.
+    assert_eq!(
+        plan_heartbeat(
+            &img,
+            &Heartbeat {
+                broker_id: 1,
+                broker_epoch: 10,
+                metadata_offset: 99,
+                want_fence: false
+            }
+        ),
+        Ok(vec![])
+    );
+}
+
+#[test]
+fn heartbeat_from_an_old_incarnation_is_refused() {
+    let img = brokers(1);
+    assert_eq!(
+        plan_heartbeat(
+            &img,
+            &Heartbeat {
+                broker_id: 1,
+                broker_epoch: 3,
+                metadata_offset: 0,
+                want_fence: false
+            }
+        ),
+        Err(PlanError::StaleBrokerEpoch {
+            broker_id: 1,
+            current: 10,
+            got: 3
+        })
+    );
+    assert_eq!(
+        plan_heartbeat(
+            &img,
+            &Heartbeat {
+                broker_id: 9,
+                broker_epoch: 3,
+                metadata_offset: 0,
+                want_fence: false
+            }
+        ),
+        Err(PlanError::UnknownBroker(9))
+    );
+}

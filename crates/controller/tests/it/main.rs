@@ -1,0 +1,6 @@
+//! Integration tests of the controller quorum (one binary: one link).
+
+mod brokers;
+mod grpc_cluster;
+mod router;
+mod sim;

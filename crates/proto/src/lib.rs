@@ -1,0 +1,18 @@
+//! gRPC messages and services of the Gregor cluster, generated from `proto/controller.proto`.
+//!
+//! # Layout
+//! - [`controller::v1`]: the `Raft` service (controller to controller: openraft messages in a
+//!   `bytes` payload) and the `BrokerLifecycle` service (broker registration, heartbeats and the
+//!   ordered metadata stream).
+//!
+//! This is the only crate with a build script; `protoc` is vendored so building needs no system
+//! package. Everything else depends on the generated types through this crate.
+
+/// `gregor.controller.v1`.
+pub mod controller {
+    /// Generated code for the `gregor.controller.v1` package.
+    #[allow(missing_docs, clippy::all, missing_debug_implementations)]
+    pub mod v1 {
+        tonic::include_proto!("gregor.controller.v1");
+    }
+}
