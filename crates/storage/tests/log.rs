@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failed unwrap is a failed test
 //! Behaviour of `PartitionLog`: append/read, lookups, roll, retention, truncation, recovery,
 //! checkpoints and validation errors.
 
@@ -579,7 +580,7 @@ fn damaged_index_files_are_rebuilt_and_damaged_sealed_segments_refuse_to_open() 
     fs::write(&idx, &b).unwrap();
     fs::remove_file(
         tmp.path()
-            .join(format!("{:020}.timeindex", first.base_offset + 0)),
+            .join(format!("{:020}.timeindex", first.base_offset)),
     )
     .unwrap();
     let log = open(tmp.path(), small_config());
