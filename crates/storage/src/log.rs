@@ -141,7 +141,12 @@ impl PartitionLog {
             }
         }
         bases.sort_unstable();
-        let checkpoint = PartitionCheckpoint::read(&dir)?.unwrap_or_default();
+        let checkpoint_read = PartitionCheckpoint::read(&dir)?;
+        let checkpoint = checkpoint_read.clone().unwrap_or_default();
+        let checkpoint_read = checkpoint_read.unwrap_or(PartitionCheckpoint {
+            high_watermark: -1,
+            ..PartitionCheckpoint::default()
+        });
         let marker = match CleanShutdown::read(&dir) {
             Ok(m) => m,
             Err(e @ StorageError::CorruptCheckpoint { .. }) => {
@@ -200,8 +205,10 @@ impl PartitionLog {
             offline: false,
             closed: false,
         };
-        // Recovered bytes may so far live only in the page cache.
-        log.active().flush()?;
+        if !log.recovery.clean {
+            // Recovered bytes may so far live only in the page cache.
+            log.active().flush()?;
+        }
         let leo = log.log_end_offset();
         log.flushed_offset = leo;
         log.log_start_offset = checkpoint.log_start_offset.max(log.first().base_offset());
@@ -215,7 +222,16 @@ impl PartitionLog {
             .high_watermark
             .clamp(log.log_start_offset, log.log_end_offset());
         log.delete_segments_below_log_start()?;
-        log.write_checkpoint()?;
+        let current = PartitionCheckpoint {
+            high_watermark: log.high_watermark,
+            log_start_offset: log.log_start_offset,
+            epochs: log.epochs.entries().to_vec(),
+        };
+        if current != checkpoint_read {
+            log.write_checkpoint()?;
+        } else {
+            log.checkpointed_high_watermark = log.high_watermark;
+        }
         Ok(log)
     }
 
