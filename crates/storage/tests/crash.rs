@@ -372,7 +372,7 @@ fn crash_recovery_keeps_flushed_batches() {
             let appends = (splitmix(seed ^ round ^ 0xA0) % 4) as usize;
             let flushed = run_child_and_kill(round_seed, &dir, flushes, appends, deadline);
             stats.kills += 1;
-            let what = if splitmix(seed ^ round ^ 0xD0) % 2 == 0 {
+            let what = if splitmix(seed ^ round ^ 0xD0).is_multiple_of(2) {
                 damage(seed ^ round, &dir, flushed, &mut stats)
             } else {
                 "kill only".to_string()
