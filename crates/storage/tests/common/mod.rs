@@ -77,3 +77,31 @@ pub fn small_config() -> LogConfig {
         ..LogConfig::default()
     }
 }
+
+/// A scratch directory, on tmpfs when available: these tests exercise logic, not the disk, and
+/// fsync on tmpfs is free.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(d) = tempfile::tempdir_in(shm) {
+            return d;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
+/// Every batch from the log start to the log end (reads return one segment at a time).
+pub fn read_all(log: &gregor_storage::PartitionLog) -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while offset < log.log_end_offset() {
+        let r = log.read(offset, usize::MAX, i64::MAX, true).unwrap();
+        assert!(!r.records.is_empty(), "empty read at {offset}");
+        for item in BatchIter::new(r.records) {
+            let (h, b) = item.unwrap();
+            offset = h.next_offset();
+            out.push(b);
+        }
+    }
+    out
+}
