@@ -230,10 +230,8 @@ proptest! {
             }
         }
         let b = Bytes::from(bytes);
-        for item in BatchIter::new(b.clone()) {
-            if let Ok((_, one)) = item {
-                let _ = batch::record_timestamps(&one);
-            }
+        for (_, one) in BatchIter::new(b.clone()).flatten() {
+            let _ = batch::record_timestamps(&one);
         }
     }
 
