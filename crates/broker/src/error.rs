@@ -140,7 +140,13 @@ pub fn error_code(err: &BrokerError) -> ResponseError {
             S::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
             S::UnsupportedCompression { .. } => ResponseError::UnsupportedCompressionType,
             S::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-            S::Io { .. } => ResponseError::KafkaStorageError,
+            S::Io { .. }
+            | S::CorruptCheckpoint { .. }
+            | S::CorruptSegment { .. }
+            | S::LogOffline { .. }
+            | S::Closed { .. } => ResponseError::KafkaStorageError,
+            // `StorageError` is non-exhaustive; anything new is a server-side failure until
+            // it is mapped here.
             _ => ResponseError::UnknownServerError,
         },
         BrokerError::MetadataStore(_)
