@@ -1,0 +1,81 @@
+//! `gregor`: one binary for running a node and for talking to a cluster.
+//!
+//! # Layout
+//! - `topic`: `gregor topic create|list|describe|delete|alter` (kafka-topics.sh flag names).
+//! - `produce`: lines from stdin to a topic, with Kafka's partitioners.
+//! - `consume`: records from a topic to stdout.
+//!
+//! Clap types stay in this crate: the library crates take plain values.
+
+mod consume;
+mod produce;
+mod topic;
+
+use clap::{Parser, Subcommand};
+
+/// Default bootstrap address, like Kafka's tools.
+pub(crate) const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gregor",
+    version,
+    about = "Gregor: a Kafka-compatible streaming cluster"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe, delete and alter topics.
+    Topic(topic::TopicArgs),
+    /// Produce lines from stdin, one record per line.
+    Produce(produce::ProduceArgs),
+    /// Consume records and print their values, one per line.
+    Consume(consume::ConsumeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Topic(args) => topic::run(args).await,
+            Command::Produce(args) => produce::run(args).await,
+            Command::Consume(args) => consume::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Parses `key=value` for repeatable `--config` flags.
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got '{s}'")),
+    }
+}
