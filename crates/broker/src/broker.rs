@@ -24,10 +24,12 @@ use crate::topic_config;
 /// Leader epoch of every partition: a single node never changes leaders.
 pub const LEADER_EPOCH: i32 = 0;
 
-/// Checks a client's `current_leader_epoch` against ours (KIP-320). -1 means "not checked".
+/// Checks a client's `current_leader_epoch` against ours (KIP-320). Negative means "not
+/// given" (Kafka reads any negative epoch as absent), so with our epoch 0 a single node can
+/// only ever answer UNKNOWN_LEADER_EPOCH, never FENCED_LEADER_EPOCH.
 pub fn check_leader_epoch(epoch: i32) -> Result<()> {
     match epoch {
-        -1 => Ok(()),
+        e if e < 0 => Ok(()),
         e if e < LEADER_EPOCH => Err(BrokerError::FencedLeaderEpoch(e)),
         e if e > LEADER_EPOCH => Err(BrokerError::UnknownLeaderEpoch(e)),
         _ => Ok(()),

@@ -20,7 +20,9 @@ pub async fn handle(
     for topic in req.topics {
         let name = topic.name.0.to_string();
         let current = ctx.broker.topic(&name).map(|t| t.partitions.len() as i32);
-        let check = match (&topic.assignments, current) {
+        // Clients send an empty list as often as null for "no manual assignment".
+        let assignments = topic.assignments.as_ref().filter(|a| !a.is_empty());
+        let check = match (assignments, current) {
             (Some(a), Some(cur)) if a.len() as i32 != topic.count - cur => {
                 Err(BrokerError::InvalidReplicaAssignment(format!(
                     "{} assignments given for {} new partitions",

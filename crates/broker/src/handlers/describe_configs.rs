@@ -87,9 +87,10 @@ fn broker_entries(c: &BrokerConfig) -> Vec<(&'static str, String, ConfigKind)> {
     ]
 }
 
+/// Null or empty key lists mean "all configs", as in Kafka.
 fn wanted(keys: &Option<Vec<StrBytes>>, name: &str) -> bool {
     keys.as_ref()
-        .is_none_or(|k| k.iter().any(|k| k.as_str() == name))
+        .is_none_or(|k| k.is_empty() || k.iter().any(|k| k.as_str() == name))
 }
 
 fn describe_topic(

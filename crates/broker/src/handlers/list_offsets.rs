@@ -69,10 +69,15 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> Reply<List
                         p.current_leader_epoch,
                         p.timestamp,
                     ) {
-                        Ok((timestamp, offset)) => resp
-                            .with_timestamp(timestamp)
-                            .with_offset(offset)
-                            .with_leader_epoch(if offset >= 0 { LEADER_EPOCH } else { -1 }),
+                        Ok((timestamp, offset)) => {
+                            let resp = resp.with_timestamp(timestamp).with_offset(offset);
+                            // leader_epoch exists from v4; the codec refuses it set earlier.
+                            if ctx.api_version >= 4 && offset >= 0 {
+                                resp.with_leader_epoch(LEADER_EPOCH)
+                            } else {
+                                resp
+                            }
+                        }
                         Err(e) => resp
                             .with_error_code(error::code(&e))
                             .with_timestamp(-1)
