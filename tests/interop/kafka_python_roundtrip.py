@@ -45,7 +45,10 @@ check({topic, doomed} <= set(admin.list_topics()), "created topics listed")
 
 expected = []
 ts = 1_600_000_000_000
-for acks in [0, 1, "all"]:
+# acks=0 is left out here: kafka-python 2.3.3's producer never put an acks=0 Produce request on
+# the wire in our runs (no request reached the broker), so there is nothing to check. kcat and
+# confluent-kafka cover acks=0.
+for acks in [1, "all"]:
     for codec in [None, "gzip", "snappy", "lz4", "zstd"]:
         p = KafkaProducer(bootstrap_servers=BOOT, acks=acks, compression_type=codec, linger_ms=5)
         futures = []
@@ -67,7 +70,8 @@ c = KafkaConsumer(bootstrap_servers=BOOT, group_id=None)
 tp = TopicPartition(topic, 0)
 while c.end_offsets([tp])[tp] < len(expected) and time.monotonic() < deadline:
     time.sleep(0.1)  # acks=0 has no reply to wait on; poll the end offset with a deadline
-check(c.end_offsets([tp])[tp] == len(expected), "end offset")
+end = c.end_offsets([tp])[tp]
+check(end == len(expected), f"end offset {end}, want {len(expected)}")
 check(c.beginning_offsets([tp])[tp] == 0, "beginning offset")
 want = expected[33]
 found = c.offsets_for_times({tp: want[3]})[tp]
@@ -78,8 +82,8 @@ c.close()
 
 got = consume(topic, 0, len(expected))
 check(got == expected, f"consume from beginning: {got[:2]} vs {expected[:2]}")
-got = consume(topic, 50, len(expected) - 50)
-check(got == expected[50:], "consume from offset 50")
+got = consume(topic, 30, len(expected) - 30)
+check(got == expected[30:], "consume from offset 30")
 got = consume(topic, want[0], len(expected) - want[0])
 check(got == expected[want[0]:], "consume from the timestamp's offset")
 

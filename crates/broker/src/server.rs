@@ -188,6 +188,7 @@ async fn handle_frame(
                 .map_err(|e| ConnectionEnd::Close(handlers::CloseConnection::Encode(e)))
         }
         Decoded::Request { header, request } => {
+            tracing::trace!(%peer, api_key = header.request_api_key, version = header.request_api_version, correlation_id = header.correlation_id, "request");
             let ctx = RequestContext {
                 broker: Arc::clone(broker),
                 shutdown: shutdown.clone(),

@@ -1,5 +1,5 @@
 //! ApiVersions (key 18): the versions of every API this broker serves, derived from
-//! [`SUPPORTED`](super::SUPPORTED).
+//! [`super::SUPPORTED`].
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;

@@ -4,7 +4,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use kafka_protocol::protocol::VersionRange;
 
-use super::{Reply, RequestContext, str_bytes};
+use super::{CLUSTER_AUTHORIZED_OPERATIONS, Reply, RequestContext, str_bytes};
 use crate::error::{self, BrokerError};
 
 /// Served versions (v1 adds endpoint types, v2 fenced brokers).
@@ -30,6 +30,9 @@ pub async fn handle(
             resp.error_message = Some(str_bytes(error::message(&err)));
             return Reply::Respond(resp);
         }
+    }
+    if req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
     }
     let endpoint = broker.advertised();
     resp.brokers = vec![

@@ -8,7 +8,10 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use kafka_protocol::protocol::VersionRange;
 use uuid::Uuid;
 
-use super::{Reply, RequestContext, str_bytes, topic_name};
+use super::{
+    CLUSTER_AUTHORIZED_OPERATIONS, Reply, RequestContext, TOPIC_AUTHORIZED_OPERATIONS, str_bytes,
+    topic_name,
+};
 use crate::broker::{LEADER_EPOCH, Topic};
 use crate::error::{self, BrokerError};
 
@@ -55,7 +58,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> Reply<Metadat
     let auto_create =
         broker.config().auto_create_topics_enable && (version < 4 || req.allow_auto_topic_creation);
 
-    let topics = match requested {
+    let topics: Vec<MetadataResponseTopic> = match requested {
         None => broker
             .topics()
             .iter()
@@ -96,8 +99,25 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> Reply<Metadat
         }
     };
 
+    // Authorized operations are reported only when asked for (otherwise Kafka's "not
+    // requested" INT32_MIN, which the defaults already hold). The cluster field exists in v8-v10.
+    let topics: Vec<MetadataResponseTopic> =
+        if version >= 8 && req.include_topic_authorized_operations {
+            topics
+                .into_iter()
+                .map(|t| {
+                    if t.error_code == 0 {
+                        t.with_topic_authorized_operations(TOPIC_AUTHORIZED_OPERATIONS)
+                    } else {
+                        t
+                    }
+                })
+                .collect()
+        } else {
+            topics
+        };
     let endpoint = broker.advertised();
-    let resp = MetadataResponse::default()
+    let mut resp = MetadataResponse::default()
         .with_brokers(vec![
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(node_id))
@@ -107,5 +127,8 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> Reply<Metadat
         .with_cluster_id(Some(str_bytes(broker.cluster_id())))
         .with_controller_id(BrokerId(node_id))
         .with_topics(topics);
+    if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
+    }
     Reply::Respond(resp)
 }

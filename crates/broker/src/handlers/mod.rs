@@ -86,16 +86,6 @@ pub enum DecodeError {
         #[source]
         source: BoxError,
     },
-    /// Bytes left after the body: the client and broker disagree about the layout.
-    #[error("{left} unexpected bytes after the {key:?} v{version} body")]
-    TrailingBytes {
-        /// The API.
-        key: ApiKey,
-        /// The version.
-        version: i16,
-        /// How many bytes were left.
-        left: usize,
-    },
 }
 
 /// A request frame, decoded.
@@ -203,11 +193,14 @@ pub fn decode_frame(mut frame: Bytes) -> Result<Decoded, DecodeError> {
         .map_err(|e| DecodeError::Header(e.into()))?;
     let request = decode_body(key, version, &mut frame)?;
     if !frame.is_empty() {
-        return Err(DecodeError::TrailingBytes {
-            key,
+        // Kafka's parsers ignore bytes after the body, and librdkafka 2.x relies on it (its
+        // Metadata v12 requests carry 3 extra bytes), so this is logged, not rejected.
+        tracing::debug!(
+            ?key,
             version,
-            left: frame.len(),
-        });
+            left = frame.len(),
+            "ignoring bytes after the request body"
+        );
     }
     Ok(Decoded::Request { header, request })
 }
@@ -244,6 +237,45 @@ fn finish<R: Encodable + HeaderVersion>(
         Reply::Close => Err(CloseConnection::Requested),
     }
 }
+
+/// Kafka `AclOperation` bit positions used in authorized-operations bitfields.
+mod acl_op {
+    pub const READ: u32 = 3;
+    pub const WRITE: u32 = 4;
+    pub const CREATE: u32 = 5;
+    pub const DELETE: u32 = 6;
+    pub const ALTER: u32 = 7;
+    pub const DESCRIBE: u32 = 8;
+    pub const CLUSTER_ACTION: u32 = 9;
+    pub const DESCRIBE_CONFIGS: u32 = 10;
+    pub const ALTER_CONFIGS: u32 = 11;
+    pub const IDEMPOTENT_WRITE: u32 = 12;
+}
+
+/// Operations a client may perform on a topic. There are no ACLs, so: all that apply to topics.
+pub(crate) const TOPIC_AUTHORIZED_OPERATIONS: i32 = {
+    use acl_op::*;
+    ((1u32 << READ)
+        | (1 << WRITE)
+        | (1 << CREATE)
+        | (1 << DELETE)
+        | (1 << ALTER)
+        | (1 << DESCRIBE)
+        | (1 << DESCRIBE_CONFIGS)
+        | (1 << ALTER_CONFIGS)) as i32
+};
+
+/// Operations a client may perform on the cluster (no ACLs: all that apply to clusters).
+pub(crate) const CLUSTER_AUTHORIZED_OPERATIONS: i32 = {
+    use acl_op::*;
+    ((1u32 << CREATE)
+        | (1 << ALTER)
+        | (1 << DESCRIBE)
+        | (1 << CLUSTER_ACTION)
+        | (1 << DESCRIBE_CONFIGS)
+        | (1 << ALTER_CONFIGS)
+        | (1 << IDEMPOTENT_WRITE)) as i32
+};
 
 /// Shorthand for response strings.
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {

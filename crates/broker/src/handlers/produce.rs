@@ -141,6 +141,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Reply<ProduceR
                     .map_err(|e| failure(&e)),
             };
             any_error |= outcome.is_err();
+            tracing::trace!(topic = %name, partition = p.index, acks, ok = outcome.is_ok(), "produce");
             partitions.push(partition_response(p.index, outcome));
         }
         responses.push(
