@@ -552,3 +552,39 @@ pub fn build_batch(base_offset: i64, records: &[(i64, &[u8])]) -> Bytes {
     out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Bytes::from(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_decode_zigzag_and_reject_overlong() {
+        let cases: &[(&[u8], i32)] = &[
+            (&[0x00], 0),
+            (&[0x01], -1),
+            (&[0x02], 1),
+            (&[0xff, 0xff, 0xff, 0xff, 0x0f], i32::MIN),
+        ];
+        for &(bytes, v) in cases {
+            let mut p = 0;
+            assert_eq!(read_varint(bytes, &mut p).unwrap(), v);
+            assert_eq!(p, bytes.len());
+        }
+        let mut p = 0;
+        assert!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &mut p).is_err());
+        let mut p = 0;
+        assert!(read_varint(&[0x80], &mut p).is_err());
+        let mut out = Vec::new();
+        put_varlong(&mut out, i64::MIN);
+        let mut p = 0;
+        assert_eq!(read_varlong(&out, &mut p).unwrap(), i64::MIN);
+    }
+
+    #[test]
+    fn crc_matches_the_castagnoli_check_value() {
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+        let b = build_batch(0, &[(1, b"v")]);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(h.crc, crc32c::crc32c(&b[21..]));
+    }
+}
