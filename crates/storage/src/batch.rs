@@ -373,6 +373,7 @@ impl<'a> RecordWalker<'a> {
     }
 }
 
+#[inline]
 fn skip_bytes(buf: &[u8], pos: &mut usize, nullable: bool) -> Result<()> {
     let len = read_varint(buf, pos)?;
     if len < 0 {
@@ -389,7 +390,27 @@ fn skip_bytes(buf: &[u8], pos: &mut usize, nullable: bool) -> Result<()> {
     Ok(())
 }
 
+/// Reads an unsigned LEB128 varint of at most `max_bytes` bytes. One- and two-byte values (all
+/// lengths below 16 KiB) take a fast path: the append path walks every record of every batch.
+#[inline]
 fn read_unsigned(buf: &[u8], pos: &mut usize, max_bytes: u32) -> Result<u64> {
+    if let Some(&b0) = buf.get(*pos) {
+        if b0 < 0x80 {
+            *pos += 1;
+            return Ok(u64::from(b0));
+        }
+        if let Some(&b1) = buf.get(*pos + 1)
+            && b1 < 0x80
+        {
+            *pos += 2;
+            return Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7));
+        }
+    }
+    read_unsigned_slow(buf, pos, max_bytes)
+}
+
+#[cold]
+fn read_unsigned_slow(buf: &[u8], pos: &mut usize, max_bytes: u32) -> Result<u64> {
     let mut value: u64 = 0;
     for i in 0..max_bytes {
         let Some(&b) = buf.get(*pos) else {
@@ -405,6 +426,7 @@ fn read_unsigned(buf: &[u8], pos: &mut usize, max_bytes: u32) -> Result<u64> {
 }
 
 /// Reads a zig-zag varint (at most 5 bytes).
+#[inline]
 pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<i32> {
     let raw = read_unsigned(buf, pos, 5)?;
     let raw = u32::try_from(raw).map_err(|_| StorageError::corrupt("varint overflows 32 bits"))?;
@@ -412,6 +434,7 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<i32> {
 }
 
 /// Reads a zig-zag varlong (at most 10 bytes).
+#[inline]
 pub(crate) fn read_varlong(buf: &[u8], pos: &mut usize) -> Result<i64> {
     let raw = read_unsigned(buf, pos, 10)?;
     Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
