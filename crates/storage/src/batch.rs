@@ -373,6 +373,7 @@ impl<'a> RecordWalker<'a> {
     }
 }
 
+#[inline]
 fn skip_bytes(buf: &[u8], pos: &mut usize, nullable: bool) -> Result<()> {
     let len = read_varint(buf, pos)?;
     if len < 0 {
@@ -389,7 +390,27 @@ fn skip_bytes(buf: &[u8], pos: &mut usize, nullable: bool) -> Result<()> {
     Ok(())
 }
 
+/// Reads an unsigned LEB128 varint of at most `max_bytes` bytes. One- and two-byte values (all
+/// lengths below 16 KiB) take a fast path: the append path walks every record of every batch.
+#[inline]
 fn read_unsigned(buf: &[u8], pos: &mut usize, max_bytes: u32) -> Result<u64> {
+    if let Some(&b0) = buf.get(*pos) {
+        if b0 < 0x80 {
+            *pos += 1;
+            return Ok(u64::from(b0));
+        }
+        if let Some(&b1) = buf.get(*pos + 1)
+            && b1 < 0x80
+        {
+            *pos += 2;
+            return Ok(u64::from(b0 & 0x7f) | (u64::from(b1) << 7));
+        }
+    }
+    read_unsigned_slow(buf, pos, max_bytes)
+}
+
+#[cold]
+fn read_unsigned_slow(buf: &[u8], pos: &mut usize, max_bytes: u32) -> Result<u64> {
     let mut value: u64 = 0;
     for i in 0..max_bytes {
         let Some(&b) = buf.get(*pos) else {
@@ -405,6 +426,7 @@ fn read_unsigned(buf: &[u8], pos: &mut usize, max_bytes: u32) -> Result<u64> {
 }
 
 /// Reads a zig-zag varint (at most 5 bytes).
+#[inline]
 pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<i32> {
     let raw = read_unsigned(buf, pos, 5)?;
     let raw = u32::try_from(raw).map_err(|_| StorageError::corrupt("varint overflows 32 bits"))?;
@@ -412,6 +434,7 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Result<i32> {
 }
 
 /// Reads a zig-zag varlong (at most 10 bytes).
+#[inline]
 pub(crate) fn read_varlong(buf: &[u8], pos: &mut usize) -> Result<i64> {
     let raw = read_unsigned(buf, pos, 10)?;
     Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
@@ -551,4 +574,40 @@ pub fn build_batch(base_offset: i64, records: &[(i64, &[u8])]) -> Bytes {
     let crc = compute_crc(&out);
     out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
     Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_decode_zigzag_and_reject_overlong() {
+        let cases: &[(&[u8], i32)] = &[
+            (&[0x00], 0),
+            (&[0x01], -1),
+            (&[0x02], 1),
+            (&[0xff, 0xff, 0xff, 0xff, 0x0f], i32::MIN),
+        ];
+        for &(bytes, v) in cases {
+            let mut p = 0;
+            assert_eq!(read_varint(bytes, &mut p).unwrap(), v);
+            assert_eq!(p, bytes.len());
+        }
+        let mut p = 0;
+        assert!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01], &mut p).is_err());
+        let mut p = 0;
+        assert!(read_varint(&[0x80], &mut p).is_err());
+        let mut out = Vec::new();
+        put_varlong(&mut out, i64::MIN);
+        let mut p = 0;
+        assert_eq!(read_varlong(&out, &mut p).unwrap(), i64::MIN);
+    }
+
+    #[test]
+    fn crc_matches_the_castagnoli_check_value() {
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+        let b = build_batch(0, &[(1, b"v")]);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(h.crc, crc32c::crc32c(&b[21..]));
+    }
 }

@@ -78,3 +78,69 @@ impl EpochCache {
         Some((floor.map_or(requested, |f| f.epoch), higher.start_offset))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(entries: &[(i32, i64)]) -> EpochCache {
+        EpochCache::new(
+            entries
+                .iter()
+                .map(|&(epoch, start_offset)| EpochEntry {
+                    epoch,
+                    start_offset,
+                })
+                .collect(),
+        )
+    }
+
+    fn pairs(c: &EpochCache) -> Vec<(i32, i64)> {
+        c.entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
+    }
+
+    #[test]
+    fn assign_only_accepts_rising_epochs() {
+        let mut c = EpochCache::default();
+        assert!(c.assign(2, 0));
+        assert!(!c.assign(2, 5));
+        assert!(!c.assign(1, 5));
+        assert!(!c.assign(-1, 5));
+        assert!(c.assign(4, 10));
+        assert_eq!(pairs(&c), vec![(2, 0), (4, 10)]);
+        // A new epoch starting at an offset an older one claims replaces it.
+        assert!(c.assign(5, 10));
+        assert_eq!(pairs(&c), vec![(2, 0), (5, 10)]);
+    }
+
+    #[test]
+    fn truncation_from_both_ends() {
+        let mut c = cache(&[(1, 0), (3, 10), (5, 20)]);
+        assert!(c.truncate_from_start(12));
+        assert_eq!(pairs(&c), vec![(3, 12), (5, 20)]);
+        assert!(!c.truncate_from_start(12));
+        assert!(c.truncate_from_start(20));
+        assert_eq!(pairs(&c), vec![(5, 20)]);
+        let mut c = cache(&[(1, 0), (3, 10), (5, 20)]);
+        assert!(c.truncate_from_end(20));
+        assert_eq!(pairs(&c), vec![(1, 0), (3, 10)]);
+        assert!(c.truncate_from_end(5));
+        assert_eq!(pairs(&c), vec![(1, 0)]);
+        assert!(!c.truncate_from_end(5));
+    }
+
+    #[test]
+    fn end_offset_for_matches_kafka() {
+        let c = cache(&[(1, 0), (3, 10), (5, 20)]);
+        assert_eq!(c.end_offset_for(5, 30), Some((5, 30)));
+        assert_eq!(c.end_offset_for(4, 30), Some((3, 20)));
+        assert_eq!(c.end_offset_for(3, 30), Some((3, 20)));
+        assert_eq!(c.end_offset_for(2, 30), Some((1, 10)));
+        assert_eq!(c.end_offset_for(0, 30), Some((0, 0)));
+        assert_eq!(c.end_offset_for(6, 30), None);
+        assert_eq!(EpochCache::default().end_offset_for(0, 0), None);
+    }
+}

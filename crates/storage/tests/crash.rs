@@ -400,3 +400,75 @@ fn crash_recovery_keeps_flushed_batches() {
     );
     assert!(stats.kills >= iterations);
 }
+
+const DISK_FULL_ENV: &str = "GREGOR_DISK_FULL_CHILD";
+
+/// Child for `disk_full_is_a_typed_error`: runs under `ulimit -f` with SIGXFSZ ignored, so a write
+/// past the limit is cut short and then fails with EFBIG, like a full disk.
+#[test]
+fn disk_full_child() {
+    let Ok(dir) = std::env::var(DISK_FULL_ENV) else {
+        return;
+    };
+    let config = LogConfig {
+        index_interval_bytes: 512,
+        ..LogConfig::default()
+    };
+    let mut log = PartitionLog::open(&dir, config.clone(), NOW).unwrap();
+    let big = build_batch(0, &[(NOW, &[7u8; 3000][..])]);
+    let mut failures = 0;
+    for _ in 0..10_000 {
+        let (leo, size) = (log.log_end_offset(), log.size_bytes());
+        match log.append_as_leader(big.clone(), 0, NOW) {
+            Ok(_) => continue,
+            Err(e) => {
+                assert_eq!(e.kafka_error_code(), 56, "{e}");
+                let gregor_storage::StorageError::Io { source, .. } = &e else {
+                    panic!("expected an I/O error, got {e:?}");
+                };
+                assert_eq!(source.raw_os_error(), Some(27), "EFBIG expected: {e}");
+                // Nothing half-written stays behind.
+                assert_eq!((log.log_end_offset(), log.size_bytes()), (leo, size));
+                failures += 1;
+                if failures == 3 {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(failures, 3, "the file size limit was never hit");
+    // A small batch still fits below the limit: the log keeps working after the failures.
+    let small = build_batch(0, &[(NOW, &b"x"[..])]);
+    log.append_as_leader(small, 0, NOW).unwrap();
+    log.verify().unwrap();
+    let leo = log.log_end_offset();
+    log.close().unwrap();
+    let log = PartitionLog::open(&dir, config, NOW).unwrap();
+    assert!(log.recovery_info().clean);
+    assert_eq!(log.log_end_offset(), leo);
+    log.verify().unwrap();
+    println!("disk-full child ok: log end {leo}");
+}
+
+#[test]
+fn disk_full_is_a_typed_error() {
+    let tmp = scratch_dir();
+    let exe = std::env::current_exe().unwrap();
+    // `trap '' XFSZ` makes SIGXFSZ ignored, which survives exec; `ulimit -f 64` caps any file
+    // the child writes at 64 blocks (32 or 64 KiB depending on the shell).
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 64 && exec \"$0\" disk_full_child --exact --nocapture --test-threads=1")
+        .arg(exe)
+        .env(DISK_FULL_ENV, tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("disk-full child ok"),
+        "child failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
