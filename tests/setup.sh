@@ -11,6 +11,6 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import confluent_kafka, kafka' >/dev/null 2>&1; then
+if ! python3 -c 'import confluent_kafka, kafka, snappy, lz4.frame, zstandard' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check -r "$(dirname "$0")/requirements.txt"
 fi

@@ -1,0 +1,636 @@
+//! Broker configuration: Kafka's property names and defaults, layered and validated once.
+//!
+//! Precedence, lowest first: built-in defaults (Kafka's) < TOML file (`gregor.toml`, keys are the
+//! Kafka names, e.g. `"log.dirs" = "/data"` or `[log] dirs = "/data"`) < `GREGOR_*` environment
+//! variables (`GREGOR_LOG_DIRS` for `log.dirs`) < explicit overrides (the CLI's flags). Every
+//! layer goes through the same [`BrokerConfig::set`], so a key means the same thing everywhere,
+//! and [`BrokerConfig::validate`] runs once at the end.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The key is not one the broker knows.
+    #[error("unknown config key {key:?} (from {origin})")]
+    UnknownKey {
+        /// The key as given.
+        key: String,
+        /// Which layer supplied it.
+        origin: String,
+    },
+    /// The value does not parse as the key's type.
+    #[error("config {key}: cannot parse {value:?} (from {origin}): {reason}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// The rejected value.
+        value: String,
+        /// Which layer supplied it.
+        origin: String,
+        /// What was expected.
+        reason: String,
+    },
+    /// The values parse but do not make sense together or alone.
+    #[error("config {key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The config file could not be read.
+    #[error("cannot read config file {path}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML.
+    #[error("cannot parse config file {path}")]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: toml::de::Error,
+    },
+}
+
+/// A `host:port` a listener binds to or a client is told to connect to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or address; empty means "all interfaces" for a bind address.
+    pub host: String,
+    /// TCP port; 0 for a bind address means "any free port".
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses Kafka's listener syntax, `PLAINTEXT://host:port` (the scheme is optional; only
+    /// PLAINTEXT is supported, and only one listener).
+    pub fn parse_listener(value: &str) -> Result<Endpoint, String> {
+        let value = value.trim();
+        if value.contains(',') {
+            return Err("only one listener is supported".into());
+        }
+        let rest = match value.split_once("://") {
+            Some((scheme, rest)) => {
+                if !scheme.eq_ignore_ascii_case("PLAINTEXT") {
+                    return Err(format!(
+                        "listener scheme {scheme} is not supported (PLAINTEXT only)"
+                    ));
+                }
+                rest
+            }
+            None => value,
+        };
+        let (host, port) = rest.rsplit_once(':').ok_or("expected host:port")?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = port
+            .parse::<u16>()
+            .map_err(|e| format!("bad port {port:?}: {e}"))?;
+        Ok(Endpoint { host, port })
+    }
+
+    /// The address to bind: an empty host means all interfaces.
+    pub fn bind_addr(&self) -> String {
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            self.host.as_str()
+        };
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// Broker settings. Field docs give the Kafka property name and the Kafka default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerConfig {
+    /// `node.id` (Kafka has no default; a single node uses 1).
+    pub node_id: i32,
+    /// `listeners` (default `PLAINTEXT://:9092`).
+    pub listener: Endpoint,
+    /// `advertised.listeners` (default: the listener, with the bound address filled in).
+    pub advertised_listener: Option<Endpoint>,
+    /// `log.dirs` (Kafka's `log.dir` default `/tmp/kafka-logs`); exactly one directory.
+    pub log_dir: PathBuf,
+    /// `num.partitions` (default 1): partitions of auto-created topics and CreateTopics with -1.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable` (default true).
+    pub auto_create_topics_enable: bool,
+    /// `default.replication.factor` (default 1; a single node supports nothing else).
+    pub default_replication_factor: i16,
+    /// `delete.topic.enable` (default true).
+    pub delete_topic_enable: bool,
+    /// `socket.request.max.bytes` (default 104857600): larger frames close the connection.
+    pub socket_request_max_bytes: i32,
+    /// `connections.max.idle.ms` (default 600000).
+    pub connections_max_idle_ms: i64,
+    /// `log.retention.ms` (default 604800000, i.e. `log.retention.hours=168`).
+    pub log_retention_ms: i64,
+    /// `log.retention.bytes` (default -1, unlimited).
+    pub log_retention_bytes: i64,
+    /// `log.segment.bytes` (default 1073741824).
+    pub log_segment_bytes: i64,
+    /// `log.roll.ms` (default 604800000, i.e. `log.roll.hours=168`).
+    pub log_roll_ms: i64,
+    /// `log.index.interval.bytes` (default 4096).
+    pub log_index_interval_bytes: i32,
+    /// `log.flush.interval.messages` (default Long.MAX: leave flushing to the OS).
+    pub log_flush_interval_messages: i64,
+    /// `log.flush.interval.ms` (default Long.MAX here; Kafka leaves it unset).
+    pub log_flush_interval_ms: i64,
+    /// `log.retention.check.interval.ms` (default 300000).
+    pub log_retention_check_interval_ms: i64,
+    /// `message.max.bytes` (default 1048588): the largest record batch a topic accepts.
+    pub message_max_bytes: i32,
+    /// `min.insync.replicas` (default 1).
+    pub min_insync_replicas: i32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            node_id: 1,
+            listener: Endpoint {
+                host: String::new(),
+                port: 9092,
+            },
+            advertised_listener: None,
+            log_dir: PathBuf::from("/tmp/kafka-logs"),
+            num_partitions: 1,
+            auto_create_topics_enable: true,
+            default_replication_factor: 1,
+            delete_topic_enable: true,
+            socket_request_max_bytes: 104_857_600,
+            connections_max_idle_ms: 600_000,
+            log_retention_ms: 604_800_000,
+            log_retention_bytes: -1,
+            log_segment_bytes: 1_073_741_824,
+            log_roll_ms: 604_800_000,
+            log_index_interval_bytes: 4096,
+            log_flush_interval_messages: i64::MAX,
+            log_flush_interval_ms: i64::MAX,
+            log_retention_check_interval_ms: 300_000,
+            message_max_bytes: 1_048_588,
+            min_insync_replicas: 1,
+        }
+    }
+}
+
+/// Every key the broker accepts, in one place. The env name of each is derived by
+/// [`env_name`] (`log.dirs` → `GREGOR_LOG_DIRS`).
+pub const KEYS: &[&str] = &[
+    "node.id",
+    "listeners",
+    "advertised.listeners",
+    "log.dirs",
+    "log.dir",
+    "num.partitions",
+    "auto.create.topics.enable",
+    "default.replication.factor",
+    "delete.topic.enable",
+    "socket.request.max.bytes",
+    "connections.max.idle.ms",
+    "log.retention.ms",
+    "log.retention.bytes",
+    "log.segment.bytes",
+    "log.roll.ms",
+    "log.index.interval.bytes",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.retention.check.interval.ms",
+    "message.max.bytes",
+    "min.insync.replicas",
+];
+
+/// The environment variable that sets `key`: `GREGOR_` + upper case, dots to underscores.
+pub fn env_name(key: &str) -> String {
+    format!("GREGOR_{}", key.to_ascii_uppercase().replace('.', "_"))
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str, origin: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse::<T>()
+        .map_err(|e| ConfigError::BadValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            origin: origin.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+impl BrokerConfig {
+    /// Builds the configuration from all layers and validates it.
+    ///
+    /// `file` is the TOML file (if any), `env` the process environment (passed in so tests need
+    /// no global state; only the names from [`KEYS`] via [`env_name`] are read), `overrides`
+    /// the CLI's `(kafka key, value)` pairs.
+    pub fn load(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+        overrides: &[(String, String)],
+    ) -> Result<BrokerConfig, ConfigError> {
+        let mut config = BrokerConfig::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            config
+                .apply_toml(&text, &path.display().to_string())
+                .map_err(|e| match e {
+                    Err(source) => ConfigError::ParseFile {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                    Ok(e) => e,
+                })?;
+        }
+        for key in KEYS {
+            if let Some(value) = env.get(&env_name(key)) {
+                config.set(key, value, &env_name(key))?;
+            }
+        }
+        for (key, value) in overrides {
+            config.set(key, value, "command line")?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies a TOML document. Nested tables are flattened with dots, so `[log] dirs = ".."`
+    /// and `"log.dirs" = ".."` mean the same. The outer `Err` is a syntax error.
+    fn apply_toml(
+        &mut self,
+        text: &str,
+        origin: &str,
+    ) -> Result<(), Result<ConfigError, toml::de::Error>> {
+        let table: toml::Table = toml::from_str(text).map_err(Err)?;
+        let mut flat = Vec::new();
+        flatten("", &table, &mut flat);
+        for (key, value) in flat {
+            self.set(&key, &value, origin).map_err(Ok)?;
+        }
+        Ok(())
+    }
+
+    /// Sets one property by its Kafka name. `origin` names the layer for error messages.
+    pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
+        let listener = |v: &str| {
+            Endpoint::parse_listener(v).map_err(|reason| ConfigError::BadValue {
+                key: key.to_string(),
+                value: v.to_string(),
+                origin: origin.to_string(),
+                reason,
+            })
+        };
+        match key {
+            "node.id" => self.node_id = parse(key, value, origin)?,
+            "listeners" => self.listener = listener(value)?,
+            "advertised.listeners" => self.advertised_listener = Some(listener(value)?),
+            "log.dirs" | "log.dir" => {
+                if value.contains(',') {
+                    return Err(ConfigError::BadValue {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        origin: origin.to_string(),
+                        reason: "only one log directory is supported".into(),
+                    });
+                }
+                self.log_dir = PathBuf::from(value.trim());
+            }
+            "num.partitions" => self.num_partitions = parse(key, value, origin)?,
+            "auto.create.topics.enable" => {
+                self.auto_create_topics_enable = parse(key, value, origin)?
+            }
+            "default.replication.factor" => {
+                self.default_replication_factor = parse(key, value, origin)?
+            }
+            "delete.topic.enable" => self.delete_topic_enable = parse(key, value, origin)?,
+            "socket.request.max.bytes" => {
+                self.socket_request_max_bytes = parse(key, value, origin)?
+            }
+            "connections.max.idle.ms" => self.connections_max_idle_ms = parse(key, value, origin)?,
+            "log.retention.ms" => self.log_retention_ms = parse(key, value, origin)?,
+            "log.retention.bytes" => self.log_retention_bytes = parse(key, value, origin)?,
+            "log.segment.bytes" => self.log_segment_bytes = parse(key, value, origin)?,
+            "log.roll.ms" => self.log_roll_ms = parse(key, value, origin)?,
+            "log.index.interval.bytes" => {
+                self.log_index_interval_bytes = parse(key, value, origin)?
+            }
+            "log.flush.interval.messages" => {
+                self.log_flush_interval_messages = parse(key, value, origin)?
+            }
+            "log.flush.interval.ms" => self.log_flush_interval_ms = parse(key, value, origin)?,
+            "log.retention.check.interval.ms" => {
+                self.log_retention_check_interval_ms = parse(key, value, origin)?
+            }
+            "message.max.bytes" => self.message_max_bytes = parse(key, value, origin)?,
+            "min.insync.replicas" => self.min_insync_replicas = parse(key, value, origin)?,
+            _ => {
+                return Err(ConfigError::UnknownKey {
+                    key: key.to_string(),
+                    origin: origin.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every value once, after all layers are applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check(
+            ok: bool,
+            key: &'static str,
+            reason: impl FnOnce() -> String,
+        ) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    reason: reason(),
+                })
+            }
+        }
+        check(self.node_id >= 0, "node.id", || "must be >= 0".into())?;
+        check(!self.log_dir.as_os_str().is_empty(), "log.dirs", || {
+            "must not be empty".into()
+        })?;
+        check(self.num_partitions >= 1, "num.partitions", || {
+            "must be >= 1".into()
+        })?;
+        check(
+            self.default_replication_factor == 1,
+            "default.replication.factor",
+            || {
+                format!(
+                    "is {}, but a single node supports only 1",
+                    self.default_replication_factor
+                )
+            },
+        )?;
+        check(
+            self.socket_request_max_bytes >= 1,
+            "socket.request.max.bytes",
+            || "must be >= 1".into(),
+        )?;
+        check(
+            self.connections_max_idle_ms >= 1,
+            "connections.max.idle.ms",
+            || "must be >= 1".into(),
+        )?;
+        check(self.log_retention_ms >= -1, "log.retention.ms", || {
+            "must be >= -1".into()
+        })?;
+        check(
+            self.log_retention_bytes >= -1,
+            "log.retention.bytes",
+            || "must be >= -1".into(),
+        )?;
+        check(
+            self.log_segment_bytes >= 14 && self.log_segment_bytes <= i32::MAX as i64,
+            "log.segment.bytes",
+            || "must be in [14, 2147483647]".into(),
+        )?;
+        check(self.log_roll_ms >= 1, "log.roll.ms", || {
+            "must be >= 1".into()
+        })?;
+        check(
+            self.log_index_interval_bytes >= 0,
+            "log.index.interval.bytes",
+            || "must be >= 0".into(),
+        )?;
+        check(
+            self.log_flush_interval_messages >= 1,
+            "log.flush.interval.messages",
+            || "must be >= 1".into(),
+        )?;
+        check(
+            self.log_flush_interval_ms >= 0,
+            "log.flush.interval.ms",
+            || "must be >= 0".into(),
+        )?;
+        check(
+            self.log_retention_check_interval_ms >= 1,
+            "log.retention.check.interval.ms",
+            || "must be >= 1".into(),
+        )?;
+        check(self.message_max_bytes >= 0, "message.max.bytes", || {
+            "must be >= 0".into()
+        })?;
+        check(self.min_insync_replicas >= 1, "min.insync.replicas", || {
+            "must be >= 1".into()
+        })?;
+        if let Some(adv) = &self.advertised_listener {
+            check(
+                !adv.host.is_empty() && adv.host != "0.0.0.0",
+                "advertised.listeners",
+                || "must name a host clients can reach".into(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The endpoint given to clients in Metadata and DescribeCluster, once the listener is
+    /// bound: advertised listener if set, else the listener with the bound address filled in
+    /// where it was a wildcard or port 0.
+    pub fn advertised_endpoint(&self, bound: SocketAddr) -> Endpoint {
+        if let Some(adv) = &self.advertised_listener {
+            return adv.clone();
+        }
+        let host = if self.listener.host.is_empty()
+            || self.listener.host == "0.0.0.0"
+            || self.listener.host == "::"
+        {
+            if bound.ip().is_unspecified() {
+                "localhost".to_string()
+            } else {
+                bound.ip().to_string()
+            }
+        } else {
+            self.listener.host.clone()
+        };
+        Endpoint {
+            host,
+            port: bound.port(),
+        }
+    }
+}
+
+fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            toml::Value::String(s) => out.push((key, s.clone())),
+            toml::Value::Array(items) => {
+                let joined: Vec<String> = items
+                    .iter()
+                    .map(|i| match i {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                out.push((key, joined.join(",")));
+            }
+            other => out.push((key, other.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = BrokerConfig::load(None, &HashMap::new(), &[]).unwrap();
+        assert_eq!(c.socket_request_max_bytes, 104_857_600);
+        assert_eq!(c.connections_max_idle_ms, 600_000);
+        assert_eq!(c.message_max_bytes, 1_048_588);
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics_enable);
+        assert_eq!(
+            c.listener,
+            Endpoint {
+                host: String::new(),
+                port: 9092
+            }
+        );
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gregor.toml");
+        std::fs::write(
+            &file,
+            "\"num.partitions\" = 3\n\"log.retention.ms\" = 10\n[log]\ndirs = \"/from-file\"\nsegment.bytes = 2048\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("GREGOR_LOG_DIRS", "/from-env"),
+            ("GREGOR_NUM_PARTITIONS", "5"),
+            ("GREGOR_UNRELATED", "x"),
+        ]);
+        let flags = vec![("num.partitions".to_string(), "7".to_string())];
+        let c = BrokerConfig::load(Some(&file), &e, &flags).unwrap();
+        assert_eq!(c.num_partitions, 7, "flags beat env");
+        assert_eq!(c.log_dir, PathBuf::from("/from-env"), "env beats file");
+        assert_eq!(c.log_retention_ms, 10, "file beats defaults");
+        assert_eq!(
+            c.log_segment_bytes, 2048,
+            "nested tables flatten to dotted keys"
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gregor.toml");
+        std::fs::write(&file, "\"no.such.key\" = 1\n").unwrap();
+        assert!(matches!(
+            BrokerConfig::load(Some(&file), &HashMap::new(), &[]),
+            Err(ConfigError::UnknownKey { .. })
+        ));
+        std::fs::write(&file, "this is not toml = = =").unwrap();
+        assert!(matches!(
+            BrokerConfig::load(Some(&file), &HashMap::new(), &[]),
+            Err(ConfigError::ParseFile { .. })
+        ));
+        let e = env(&[("GREGOR_NUM_PARTITIONS", "many")]);
+        assert!(matches!(
+            BrokerConfig::load(None, &e, &[]),
+            Err(ConfigError::BadValue { .. })
+        ));
+        let e = env(&[("GREGOR_NUM_PARTITIONS", "0")]);
+        assert!(matches!(
+            BrokerConfig::load(None, &e, &[]),
+            Err(ConfigError::Invalid {
+                key: "num.partitions",
+                ..
+            })
+        ));
+        let e = env(&[("GREGOR_DEFAULT_REPLICATION_FACTOR", "3")]);
+        assert!(BrokerConfig::load(None, &e, &[]).is_err());
+        let e = env(&[("GREGOR_LOG_DIRS", "/a,/b")]);
+        assert!(BrokerConfig::load(None, &e, &[]).is_err());
+    }
+
+    #[test]
+    fn listeners_parse_and_advertise() {
+        let l = Endpoint::parse_listener("PLAINTEXT://127.0.0.1:0").unwrap();
+        assert_eq!(
+            l,
+            Endpoint {
+                host: "127.0.0.1".into(),
+                port: 0
+            }
+        );
+        assert!(Endpoint::parse_listener("SSL://h:1").is_err());
+        assert!(Endpoint::parse_listener("PLAINTEXT://a:1,PLAINTEXT://b:2").is_err());
+        let mut c = BrokerConfig {
+            listener: l,
+            ..BrokerConfig::default()
+        };
+        let bound: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        assert_eq!(
+            c.advertised_endpoint(bound),
+            Endpoint {
+                host: "127.0.0.1".into(),
+                port: 4321
+            }
+        );
+        c.set(
+            "advertised.listeners",
+            "PLAINTEXT://broker.example:9092",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(c.advertised_endpoint(bound).host, "broker.example");
+    }
+
+    #[test]
+    fn every_key_is_settable() {
+        for key in KEYS {
+            let mut c = BrokerConfig::default();
+            let value = match *key {
+                "listeners" | "advertised.listeners" => "PLAINTEXT://h:1",
+                "log.dirs" | "log.dir" => "/x",
+                "auto.create.topics.enable" | "delete.topic.enable" => "false",
+                _ => "1",
+            };
+            c.set(key, value, "test")
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The broker's error type and the one place where errors become Kafka error codes.
+
+use std::io;
+
+use kafka_protocol::ResponseError;
+
+use crate::config::ConfigError;
+use crate::metadata_store::MetadataStoreError;
+
+/// Everything that can go wrong while the broker serves a request or manages its state.
+///
+/// Request-level variants (one topic or partition failed) become a Kafka error code through
+/// [`error_code`]; nothing else in the crate picks error codes.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The topic or partition does not exist on this broker.
+    #[error("unknown topic or partition {topic}-{partition}")]
+    UnknownTopicOrPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition index (-1 when the whole topic is unknown).
+        partition: i32,
+    },
+    /// No topic has this id.
+    #[error("unknown topic id {0}")]
+    UnknownTopicId(uuid::Uuid),
+    /// The topic name breaks Kafka's naming rules.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopic {
+        /// The rejected name.
+        name: String,
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// CreateTopics for a name that is taken.
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    /// A partition count that is below 1 or not above the current count.
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    /// A single node can only hold replication factor 1.
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
+    /// A manual replica assignment that does not name exactly this node.
+    #[error("invalid replica assignment: {0}")]
+    InvalidReplicaAssignment(String),
+    /// A topic config key or value the broker does not accept.
+    #[error("invalid config: {0}")]
+    InvalidConfig(String),
+    /// Well-formed on the wire but not acceptable (duplicate names, bad resource types, ...).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A produce payload that is not exactly one record batch (checked before storage sees it).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// Produce `acks` outside {-1, 0, 1}.
+    #[error("invalid required acks {0}")]
+    InvalidRequiredAcks(i16),
+    /// acks=all while the ISR (this node alone) is smaller than `min.insync.replicas`.
+    #[error("not enough replicas: ISR size {isr} < min.insync.replicas {min_isr}")]
+    NotEnoughReplicas {
+        /// Current ISR size.
+        isr: i32,
+        /// Required minimum.
+        min_isr: i32,
+    },
+    /// A fetch or list-offsets for an offset outside [log start, log end].
+    #[error("offset {offset} out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        /// Requested offset.
+        offset: i64,
+        /// First offset in the log.
+        log_start: i64,
+        /// Next offset to be written.
+        log_end: i64,
+    },
+    /// The client's leader epoch is newer than ours (we only ever have epoch 0).
+    #[error("unknown leader epoch {0}")]
+    UnknownLeaderEpoch(i32),
+    /// The client's leader epoch is older than ours.
+    #[error("fenced leader epoch {0}")]
+    FencedLeaderEpoch(i32),
+    /// An incremental fetch for a session the broker never created (it creates none).
+    #[error("fetch session {0} not found")]
+    FetchSessionIdNotFound(i32),
+    /// DescribeCluster asked for an endpoint type other than brokers.
+    #[error("unsupported endpoint type {0}")]
+    UnsupportedEndpointType(i8),
+    /// The topic metadata file could not be read or written.
+    #[error("topic metadata store failed")]
+    MetadataStore(#[from] MetadataStoreError),
+    /// The partition log failed.
+    #[error("storage error")]
+    Storage(#[from] gregor_storage::StorageError),
+    /// Configuration rejected at startup.
+    #[error("invalid broker configuration")]
+    Config(#[from] ConfigError),
+    /// Socket or filesystem error outside the storage engine.
+    #[error("i/o error: {context}")]
+    Io {
+        /// What the broker was doing.
+        context: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Result alias for the broker.
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+/// Maps a broker error to the Kafka error code a client sees. The only place that does so.
+pub fn error_code(err: &BrokerError) -> ResponseError {
+    use gregor_storage::StorageError as S;
+    match err {
+        BrokerError::UnknownTopicOrPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        BrokerError::UnknownTopicId(_) => ResponseError::UnknownTopicId,
+        BrokerError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
+        BrokerError::TopicAlreadyExists(_) => ResponseError::TopicAlreadyExists,
+        BrokerError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        BrokerError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        BrokerError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        BrokerError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        BrokerError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
+        BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        BrokerError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
+        BrokerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+        BrokerError::FetchSessionIdNotFound(_) => ResponseError::FetchSessionIdNotFound,
+        BrokerError::UnsupportedEndpointType(_) => ResponseError::UnsupportedEndpointType,
+        BrokerError::Storage(s) => match s {
+            S::CorruptMessage { .. } => ResponseError::CorruptMessage,
+            S::InvalidRecord { .. } => ResponseError::InvalidRecord,
+            S::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+            S::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
+            S::UnsupportedCompression { .. } => ResponseError::UnsupportedCompressionType,
+            S::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            S::Io { .. }
+            | S::CorruptCheckpoint { .. }
+            | S::CorruptSegment { .. }
+            | S::LogOffline { .. }
+            | S::Closed { .. } => ResponseError::KafkaStorageError,
+            // `StorageError` is non-exhaustive; anything new is a server-side failure until
+            // it is mapped here.
+            _ => ResponseError::UnknownServerError,
+        },
+        BrokerError::MetadataStore(_)
+        | BrokerError::Config(_)
+        | BrokerError::Io { .. }
+        | BrokerError::Task(_) => ResponseError::UnknownServerError,
+    }
+}
+
+/// The numeric code, for response fields that are plain `i16`.
+pub fn code(err: &BrokerError) -> i16 {
+    error_code(err).code()
+}
+
+/// The message shown to clients in `error_message` fields: the error and its sources.
+pub fn message(err: &BrokerError) -> String {
+    let mut out = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,192 @@
+//! Fetch (key 1): reads record batches up to the high watermark, with long polling.
+//!
+//! Long poll: when fewer than `min_bytes` are available, the handler waits on the requested
+//! partitions' high-watermark watches (subscribed *before* the first read, so no append can slip
+//! between read and wait), the `max_wait_ms` deadline, or shutdown, whichever comes first, then
+//! reads again. No timers poll.
+//!
+//! Fetch sessions (KIP-227) are not created: responses carry session id 0, which tells clients
+//! to keep sending full fetch requests.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::protocol::VersionRange;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Reply, RequestContext};
+use crate::broker::{Partition, check_leader_epoch};
+use crate::error::{self, BrokerError, Result};
+
+/// Served versions. v13+ names topics by id and is not advertised.
+pub const VERSIONS: VersionRange = VersionRange { min: 4, max: 12 };
+
+/// One requested partition, resolved once per request.
+struct Slot {
+    index: i32,
+    partition: Result<Arc<Partition>>,
+    fetch_offset: i64,
+    max_bytes: i32,
+    leader_epoch: i32,
+}
+
+/// Reads every slot once; returns the response topics and the number of record bytes.
+fn read_all(
+    topics: &[(kafka_protocol::messages::TopicName, Vec<Slot>)],
+    max_bytes: i32,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let mut budget = max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut out = Vec::with_capacity(topics.len());
+    for (name, slots) in topics {
+        let mut partitions = Vec::with_capacity(slots.len());
+        for slot in slots {
+            let data = PartitionData::default().with_partition_index(slot.index);
+            let result = slot.partition.as_ref().map_err(clone_err).and_then(|p| {
+                check_leader_epoch(slot.leader_epoch)?;
+                let limit = budget.min(slot.max_bytes.max(0) as usize);
+                let log = p.log.read();
+                let hw = log.high_watermark();
+                // KIP-74: the first partition with data returns at least one whole batch even
+                // if it exceeds the limits, so a large batch can never block a consumer.
+                let read = log.read(slot.fetch_offset, limit, hw, total == 0)?;
+                Ok(read)
+            });
+            let data = match result {
+                Ok(read) => {
+                    budget = budget.saturating_sub(read.records.len());
+                    total += read.records.len();
+                    data.with_high_watermark(read.high_watermark)
+                        .with_last_stable_offset(read.high_watermark)
+                        .with_log_start_offset(read.log_start_offset)
+                        .with_records(Some(read.records))
+                }
+                Err(e) => {
+                    any_error = true;
+                    data.with_error_code(error::code(&e))
+                        .with_high_watermark(-1)
+                        .with_last_stable_offset(-1)
+                        .with_log_start_offset(-1)
+                        // Never None: librdkafka rejects a null record set (size -1).
+                        .with_records(Some(bytes::Bytes::new()))
+                }
+            };
+            partitions.push(data);
+        }
+        out.push(
+            FetchableTopicResponse::default()
+                .with_topic(name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    (out, total, any_error)
+}
+
+/// Partition lookups fail with UNKNOWN_TOPIC_OR_PARTITION only; re-create it for each read.
+fn clone_err(e: &BrokerError) -> BrokerError {
+    match e {
+        BrokerError::UnknownTopicOrPartition { topic, partition } => {
+            BrokerError::UnknownTopicOrPartition {
+                topic: topic.clone(),
+                partition: *partition,
+            }
+        }
+        other => BrokerError::InvalidRequest(other.to_string()),
+    }
+}
+
+/// Resolves when any receiver sees a new value. Receivers whose partition was deleted are
+/// dropped from the set (the next read reports the partition as unknown).
+async fn any_changed(receivers: &mut Vec<watch::Receiver<i64>>) {
+    if receivers.is_empty() {
+        return std::future::pending().await;
+    }
+    let mut closed = None;
+    {
+        let mut futures: Vec<Pin<Box<dyn Future<Output = bool> + Send + '_>>> = receivers
+            .iter_mut()
+            .map(|r| {
+                Box::pin(async move { r.changed().await.is_ok() })
+                    as Pin<Box<dyn Future<Output = bool> + Send + '_>>
+            })
+            .collect();
+        let (i, alive) = std::future::poll_fn(|cx| {
+            for (i, f) in futures.iter_mut().enumerate() {
+                if let Poll::Ready(alive) = f.as_mut().poll(cx) {
+                    return Poll::Ready((i, alive));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        if !alive {
+            closed = Some(i);
+        }
+    }
+    if let Some(i) = closed {
+        receivers.swap_remove(i);
+    }
+}
+
+/// Handles Fetch.
+pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Reply<FetchResponse> {
+    if ctx.api_version >= 7 && req.session_id != 0 {
+        // We never hand out session ids, so any named session is unknown.
+        let err = BrokerError::FetchSessionIdNotFound(req.session_id);
+        return Reply::Respond(FetchResponse::default().with_error_code(error::code(&err)));
+    }
+    let broker = &ctx.broker;
+    let mut receivers = Vec::new();
+    let topics: Vec<_> = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = t.topic.0.to_string();
+            let slots = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let partition = broker.partition(&name, p.partition);
+                    if let Ok(part) = &partition {
+                        receivers.push(part.subscribe());
+                    }
+                    Slot {
+                        index: p.partition,
+                        partition,
+                        fetch_offset: p.fetch_offset,
+                        max_bytes: p.partition_max_bytes,
+                        leader_epoch: p.current_leader_epoch,
+                    }
+                })
+                .collect();
+            (t.topic, slots)
+        })
+        .collect();
+
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let min_bytes = req.min_bytes.max(0) as usize;
+    loop {
+        let (responses, total, any_error) = read_all(&topics, req.max_bytes);
+        // Kafka answers at once when min_bytes is reached (so min_bytes=0 never waits) or on
+        // any partition error.
+        let done = total >= min_bytes
+            || any_error
+            || Instant::now() >= deadline
+            || ctx.shutdown.is_cancelled();
+        if done {
+            return Reply::Respond(FetchResponse::default().with_responses(responses));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = any_changed(&mut receivers) => {}
+            _ = ctx.shutdown.cancelled() => {}
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Produce (key 0): appends one record batch per partition.
+//!
+//! Storage is called inline, not through `spawn_blocking`: an append copies the batch into the
+//! page cache (no fsync unless the topic's flush settings ask for one), which is cheaper than a
+//! thread hop. The partition's write lock is held only for the append and the high-watermark
+//! update, never across an `.await`. After the append the partition's watch is bumped so
+//! long-polling fetches wake immediately.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::VersionRange;
+
+use super::{Reply, RequestContext, str_bytes};
+use crate::broker::{LEADER_EPOCH, Partition, Topic, now_ms};
+use crate::error::{self, BrokerError, Result};
+
+/// Served versions. v13 names topics by id and is not advertised.
+pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 12 };
+
+/// The ISR of a single-node partition.
+const ISR_SIZE: i32 = 1;
+
+struct Appended {
+    base_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+}
+
+fn append(
+    partition: &Partition,
+    min_isr: i32,
+    acks: i16,
+    records: Option<Bytes>,
+) -> Result<Appended> {
+    let records = match records {
+        Some(r) if !r.is_empty() => r,
+        _ => {
+            return Err(BrokerError::InvalidRecord(
+                "a produce request must carry exactly one record batch".into(),
+            ));
+        }
+    };
+    // acks=all promises min.insync.replicas copies; refuse before appending (Kafka's NOT_ENOUGH_REPLICAS
+    // check happens before the append too), so nothing is written that could not be acknowledged.
+    if acks == -1 && ISR_SIZE < min_isr {
+        return Err(BrokerError::NotEnoughReplicas {
+            isr: ISR_SIZE,
+            min_isr,
+        });
+    }
+    let mut log = partition.log.write();
+    let info = log.append_as_leader(records, LEADER_EPOCH, now_ms())?;
+    // Single node: everything appended is replicated to the whole ISR (itself).
+    log.set_high_watermark(info.log_end_offset);
+    let log_start_offset = log.log_start_offset();
+    drop(log);
+    partition.publish_high_watermark(info.log_end_offset);
+    Ok(Appended {
+        base_offset: info.base_offset,
+        log_append_time_ms: info.log_append_time_ms,
+        log_start_offset,
+    })
+}
+
+/// A partition's failure as the client sees it: (error code, message).
+type Failure = (i16, String);
+
+fn failure(e: &BrokerError) -> Failure {
+    (error::code(e), error::message(e))
+}
+
+fn partition_response(
+    index: i32,
+    outcome: std::result::Result<Appended, Failure>,
+) -> PartitionProduceResponse {
+    let resp = PartitionProduceResponse::default().with_index(index);
+    match outcome {
+        Ok(a) => resp
+            .with_base_offset(a.base_offset)
+            .with_log_append_time_ms(a.log_append_time_ms)
+            .with_log_start_offset(a.log_start_offset),
+        Err((code, message)) => {
+            tracing::debug!(partition = index, code, %message, "produce rejected");
+            resp.with_error_code(code)
+                .with_error_message(Some(str_bytes(message)))
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1)
+        }
+    }
+}
+
+/// Handles Produce.
+pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Reply<ProduceResponse> {
+    let acks = req.acks;
+    // Errors that apply to the whole request are still reported per partition, as Kafka does.
+    let request_error = if !matches!(acks, -1..=1) {
+        Some(failure(&BrokerError::InvalidRequiredAcks(acks)))
+    } else if req.transactional_id.is_some() {
+        Some(failure(&BrokerError::InvalidRequest(
+            "transactions are not supported".into(),
+        )))
+    } else {
+        None
+    };
+    let mut any_error = false;
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    for topic in req.topic_data {
+        let name = topic.name.0.to_string();
+        let resolved: std::result::Result<Arc<Topic>, Failure> = match &request_error {
+            Some(f) => Err(f.clone()),
+            None => match ctx.broker.topic(&name) {
+                Some(t) => Ok(t),
+                None => {
+                    let n = name.clone();
+                    ctx.broker
+                        .blocking(move |b| b.ensure_topic(&n))
+                        .await
+                        .map_err(|e| failure(&e))
+                }
+            },
+        };
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for p in topic.partition_data {
+            let outcome = match &resolved {
+                Err(f) => Err(f.clone()),
+                Ok(topic) => ctx
+                    .broker
+                    .partition(&name, p.index)
+                    .and_then(|partition| {
+                        append(
+                            &partition,
+                            ctx.broker.min_insync_replicas(topic),
+                            acks,
+                            p.records,
+                        )
+                    })
+                    .map_err(|e| failure(&e)),
+            };
+            any_error |= outcome.is_err();
+            tracing::trace!(topic = %name, partition = p.index, acks, ok = outcome.is_ok(), "produce");
+            partitions.push(partition_response(p.index, outcome));
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    match (acks, any_error) {
+        // Kafka answers nothing for acks=0, and closes the connection on an error so the
+        // producer (which is not reading responses) notices and refreshes its metadata.
+        (0, false) => Reply::NoResponse,
+        (0, true) => Reply::Close,
+        _ => Reply::Respond(ProduceResponse::default().with_responses(responses)),
+    }
+}

@@ -1,0 +1,37 @@
+//! `gregor-broker`: a single-node broker that speaks the Kafka wire protocol, so unmodified Kafka
+//! clients (librdkafka/kcat, confluent-kafka, kafka-python, ...) can produce, consume and manage
+//! topics.
+//!
+//! # Layout
+//!
+//! - [`server`]: the TCP listener. [`server::run`] takes an already bound listener, the shared
+//!   [`Broker`] and a shutdown token (mini-redis style); it frames requests (size checked before
+//!   allocating), answers each connection's requests in order and drains on shutdown.
+//! - [`handlers`]: one module per Kafka API, each declaring the versions it serves. The registry
+//!   in [`handlers`] generates the ApiVersions list, body decoding and dispatch from one table.
+//!   [`handlers::decode_frame`] is the whole untrusted-input decode path (fuzzed).
+//! - [`broker`]: the state shared by all connections: topics (ids, partition counts, config
+//!   overrides), one storage log per partition, and a high-watermark watch per partition that
+//!   wakes long-polling fetches.
+//! - [`metadata_store`]: the persistence seam for cluster metadata (a checksummed file written
+//!   atomically today; a Raft controller later).
+//! - [`topic_config`]: the supported per-topic configs and their validation.
+//! - [`config`]: [`BrokerConfig`] with Kafka's property names and defaults, layered
+//!   (defaults < TOML < `GREGOR_*` env < CLI overrides) and validated once.
+//! - [`error`]: [`BrokerError`] and [`error::error_code`], the only place that chooses Kafka
+//!   error codes.
+//!
+//! Log storage itself (segments, indexes, retention) lives in `gregor-storage`.
+
+pub mod broker;
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod metadata_store;
+pub mod server;
+pub mod topic_config;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;
+pub use error::{BrokerError, Result};
+pub use server::run;

@@ -1,0 +1,245 @@
+//! Where the single node keeps its cluster metadata (cluster id, topics, topic ids, partition
+//! counts, per-topic config overrides).
+//!
+//! This is the seam a Raft controller replaces later: the broker only calls
+//! [`MetadataStore::load`] at startup and [`MetadataStore::save`] after each change, with the
+//! whole (small) state. [`FileMetadataStore`] writes it as one file:
+//!
+//! ```text
+//! magic "GRMD" | version u16 BE | body length u32 BE | crc32c(body) u32 BE | body (JSON)
+//! ```
+//!
+//! written atomically (temp file, fsync, rename, fsync directory), so a crash leaves either the
+//! old or the new state, and a flipped byte is detected rather than silently believed.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the broker persists about the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    /// Kafka's 22-character cluster id, made once when the data dir is first used.
+    pub cluster_id: String,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicMetadata>,
+}
+
+/// One topic as persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    /// Topic id (UUID v4), stable for the topic's lifetime.
+    pub id: uuid::Uuid,
+    /// Number of partitions, numbered 0..count.
+    pub partitions: i32,
+    /// Per-topic config overrides (Kafka names → values), already validated.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Why the metadata could not be loaded or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataStoreError {
+    /// Filesystem failure.
+    #[error("{op} {path}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file exists but is not a metadata file we can trust.
+    #[error("corrupt metadata file {path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What check failed.
+        reason: String,
+    },
+}
+
+/// Loads and saves the broker's cluster metadata.
+pub trait MetadataStore: Send + Sync + std::fmt::Debug {
+    /// The saved state, or `None` if nothing was ever saved.
+    fn load(&self) -> Result<Option<ClusterMetadata>, MetadataStoreError>;
+    /// Replaces the saved state; durable when it returns.
+    fn save(&self, metadata: &ClusterMetadata) -> Result<(), MetadataStoreError>;
+}
+
+const MAGIC: &[u8; 4] = b"GRMD";
+const VERSION: u16 = 1;
+const HEADER_LEN: usize = 4 + 2 + 4 + 4;
+/// File name inside the data directory.
+pub const FILE_NAME: &str = "gregor-cluster.meta";
+
+/// [`MetadataStore`] backed by one file in the data directory.
+#[derive(Debug)]
+pub struct FileMetadataStore {
+    path: PathBuf,
+    dir: PathBuf,
+}
+
+impl FileMetadataStore {
+    /// A store for `dir/gregor-cluster.meta`; the directory must exist.
+    pub fn new(dir: &Path) -> Self {
+        FileMetadataStore {
+            path: dir.join(FILE_NAME),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Path of the metadata file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(
+        &self,
+        op: &'static str,
+        path: &Path,
+    ) -> impl FnOnce(std::io::Error) -> MetadataStoreError {
+        let path = path.to_path_buf();
+        move |source| MetadataStoreError::Io { op, path, source }
+    }
+}
+
+/// Serializes metadata into the on-disk format.
+pub fn encode(metadata: &ClusterMetadata) -> Vec<u8> {
+    // Serializing plain structs of strings and numbers cannot fail.
+    let body = serde_json::to_vec(metadata).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_be_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Parses the on-disk format; `Err(reason)` names the failed check.
+pub fn decode(bytes: &[u8]) -> Result<ClusterMetadata, String> {
+    if bytes.len() < HEADER_LEN {
+        return Err(format!("{} bytes is shorter than the header", bytes.len()));
+    }
+    if &bytes[0..4] != MAGIC {
+        return Err("bad magic".into());
+    }
+    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
+    if version != VERSION {
+        return Err(format!("unsupported version {version}"));
+    }
+    let len = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
+    let crc = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
+    let body = &bytes[HEADER_LEN..];
+    if body.len() != len {
+        return Err(format!("body is {} bytes, header says {len}", body.len()));
+    }
+    if crc32c::crc32c(body) != crc {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))
+}
+
+impl MetadataStore for FileMetadataStore {
+    fn load(&self) -> Result<Option<ClusterMetadata>, MetadataStoreError> {
+        let bytes = match fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io("read", &self.path)(e)),
+        };
+        decode(&bytes)
+            .map(Some)
+            .map_err(|reason| MetadataStoreError::Corrupt {
+                path: self.path.clone(),
+                reason,
+            })
+    }
+
+    fn save(&self, metadata: &ClusterMetadata) -> Result<(), MetadataStoreError> {
+        let tmp = self.path.with_extension("meta.tmp");
+        let mut file = File::create(&tmp).map_err(self.io("create", &tmp))?;
+        file.write_all(&encode(metadata))
+            .map_err(self.io("write", &tmp))?;
+        file.sync_all().map_err(self.io("fsync", &tmp))?;
+        drop(file);
+        fs::rename(&tmp, &self.path).map_err(self.io("rename", &self.path))?;
+        // The rename is only durable once the directory entry is.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(self.io("fsync dir", &self.dir))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ClusterMetadata {
+        let mut topics = BTreeMap::new();
+        let mut configs = BTreeMap::new();
+        configs.insert("retention.ms".to_string(), "1000".to_string());
+        topics.insert(
+            "t".to_string(),
+            TopicMetadata {
+                id: uuid::Uuid::new_v4(),
+                partitions: 3,
+                configs,
+            },
+        );
+        ClusterMetadata {
+            cluster_id: "abc".into(),
+            topics,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileMetadataStore::new(dir.path());
+        assert_eq!(store.load().unwrap(), None);
+        let m = sample();
+        store.save(&m).unwrap();
+        assert_eq!(store.load().unwrap(), Some(m.clone()));
+        assert!(
+            !store.path().with_extension("meta.tmp").exists(),
+            "temp file renamed away"
+        );
+        let mut m2 = m;
+        m2.topics.clear();
+        store.save(&m2).unwrap();
+        assert_eq!(store.load().unwrap(), Some(m2));
+    }
+
+    #[test]
+    fn every_flipped_byte_is_detected() {
+        let bytes = encode(&sample());
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x40;
+            assert!(decode(&b).is_err(), "flip at byte {i} went unnoticed");
+        }
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode(&[]).is_err());
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_not_an_empty_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileMetadataStore::new(dir.path());
+        store.save(&sample()).unwrap();
+        let mut bytes = fs::read(store.path()).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        fs::write(store.path(), bytes).unwrap();
+        assert!(matches!(
+            store.load(),
+            Err(MetadataStoreError::Corrupt { .. })
+        ));
+    }
+}

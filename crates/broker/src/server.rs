@@ -1,0 +1,227 @@
+//! The Kafka listener: accepts connections, frames requests, answers them in order.
+//!
+//! One task per connection, owned by the server's `JoinSet`. A connection handles one request
+//! at a time, exactly as Kafka does (it mutes a channel until the response is sent), so
+//! pipelined requests are answered in order without any reordering logic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::error::{BrokerError, Result};
+use crate::handlers::{self, Decoded, RequestContext, api_versions};
+
+/// How long shutdown waits for open connections to finish their current request.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Largest read-buffer growth step: a frame's buffer grows with the bytes that actually
+/// arrive, so a peer that declares 100 MB and sends 10 bytes costs ~10 bytes, not 100 MB.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Why a connection ended. Only logged.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionEnd {
+    #[error("peer closed the connection")]
+    Eof,
+    #[error("idle for longer than connections.max.idle.ms")]
+    Idle,
+    #[error("invalid request size {0}")]
+    BadSize(i32),
+    #[error("server shutting down")]
+    Shutdown,
+    #[error("undecodable request")]
+    Decode(#[from] handlers::DecodeError),
+    #[error("handler closed the connection")]
+    Close(#[from] handlers::CloseConnection),
+    #[error("socket error")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves Kafka clients on `listener` until `shutdown` is cancelled, then drains connections
+/// (bounded by [`SHUTDOWN_GRACE`]), stops the storage background task and closes the logs.
+pub async fn run(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let local = listener.local_addr().map_err(|source| BrokerError::Io {
+        context: "listener address",
+        source,
+    })?;
+    tracing::info!(%local, advertised = ?broker.advertised(), "kafka listener started");
+
+    let background_cancel = CancellationToken::new();
+    let background = tokio::spawn(
+        Arc::clone(broker.log_manager())
+            .run_background(background_cancel.clone(), broker.retention_check_interval()),
+    );
+
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            // Reap finished connection tasks so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let broker = Arc::clone(&broker);
+                    let shutdown = shutdown.clone();
+                    connections.spawn(async move {
+                        match serve_connection(stream, peer, broker, shutdown).await {
+                            ConnectionEnd::Eof | ConnectionEnd::Shutdown => tracing::debug!(%peer, "connection closed"),
+                            end => tracing::info!(%peer, reason = %end, detail = ?end, "closing connection"),
+                        }
+                    });
+                }
+                // Accept errors (e.g. EMFILE) are per-connection; keep serving the others.
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+        }
+    }
+    drop(listener);
+
+    tracing::info!(
+        open = connections.len(),
+        "shutting down: draining connections"
+    );
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "grace period over; aborting connections"
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+    background_cancel.cancel();
+    background.await?;
+    let b = Arc::clone(&broker);
+    tokio::task::spawn_blocking(move || b.shutdown()).await??;
+    tracing::info!("broker stopped");
+    Ok(())
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) -> ConnectionEnd {
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::with_capacity(64 * 1024, read);
+    let idle = Duration::from_millis(broker.config().connections_max_idle_ms.max(1) as u64);
+    let max = broker.config().socket_request_max_bytes;
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => return ConnectionEnd::Shutdown,
+            r = tokio::time::timeout(idle, read_frame(&mut read, max)) => match r {
+                Err(_) => return ConnectionEnd::Idle,
+                Ok(Err(end)) => return end,
+                Ok(Ok(frame)) => frame,
+            },
+        };
+        let response = match handle_frame(frame, &broker, &shutdown, peer).await {
+            Ok(r) => r,
+            Err(end) => return end,
+        };
+        if let Some(bytes) = response
+            && let Err(e) = write.write_all(&bytes).await
+        {
+            return e.into();
+        }
+    }
+}
+
+/// Reads one size-prefixed frame. The size is checked before anything is allocated for it.
+async fn read_frame<R: AsyncReadExt + Unpin>(
+    read: &mut R,
+    max: i32,
+) -> Result<Bytes, ConnectionEnd> {
+    let mut size = [0u8; 4];
+    if let Err(e) = read.read_exact(&mut size).await {
+        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            ConnectionEnd::Eof
+        } else {
+            e.into()
+        });
+    }
+    let size = i32::from_be_bytes(size);
+    if size < 0 || size > max {
+        return Err(ConnectionEnd::BadSize(size));
+    }
+    let size = size as usize;
+    let mut buf = BytesMut::new();
+    while buf.len() < size {
+        buf.reserve((size - buf.len()).min(READ_CHUNK));
+        let want = size - buf.len();
+        let n = (&mut *read).take(want as u64).read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(ConnectionEnd::Eof);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Decodes and answers one frame. `Ok(None)`: nothing to send.
+async fn handle_frame(
+    frame: Bytes,
+    broker: &Arc<Broker>,
+    shutdown: &CancellationToken,
+    peer: SocketAddr,
+) -> Result<Option<Bytes>, ConnectionEnd> {
+    match handlers::decode_frame(frame)? {
+        Decoded::ApiVersionsTooNew { correlation_id } => {
+            tracing::debug!(%peer, "ApiVersions newer than ours; answering v0");
+            api_versions::too_new_response(correlation_id)
+                .map(Some)
+                .map_err(|e| ConnectionEnd::Close(handlers::CloseConnection::Encode(e)))
+        }
+        Decoded::Request { header, request } => {
+            tracing::trace!(%peer, api_key = header.request_api_key, version = header.request_api_version, correlation_id = header.correlation_id, "request");
+            let ctx = RequestContext {
+                broker: Arc::clone(broker),
+                shutdown: shutdown.clone(),
+                api_version: header.request_api_version,
+                client_id: header.client_id.as_ref().map(|c| c.to_string()),
+            };
+            Ok(handlers::dispatch(&ctx, header.correlation_id, request).await?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frame_size_is_checked_before_reading_the_body() {
+        let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            read_frame(&mut input, 100).await,
+            Err(ConnectionEnd::BadSize(-1))
+        ));
+        let mut input: &[u8] = b"GET / HTTP/1.1\r\n";
+        assert!(matches!(
+            read_frame(&mut input, 104_857_600).await,
+            Err(ConnectionEnd::BadSize(1_195_725_856))
+        ));
+        let mut input: &[u8] = &[0, 0, 0, 3, 1, 2, 3, 9];
+        assert_eq!(&read_frame(&mut input, 100).await.unwrap()[..], &[1, 2, 3]);
+        let mut input: &[u8] = &[0, 0, 0, 10, 1, 2];
+        assert!(matches!(
+            read_frame(&mut input, 100).await,
+            Err(ConnectionEnd::Eof)
+        ));
+    }
+}
