@@ -4,11 +4,15 @@
 //! - `topic`: `gregor topic create|list|describe|delete|alter` (kafka-topics.sh flag names).
 //! - `produce`: lines from stdin to a topic, with Kafka's partitioners.
 //! - `consume`: records from a topic to stdout.
+//! - `server`: run one node (config layering lives in the broker crate).
+//! - `tools`: `dump-log` and other inspection commands.
 //!
 //! Clap types stay in this crate: the library crates take plain values.
 
 mod consume;
 mod produce;
+mod server;
+mod tools;
 mod topic;
 
 use clap::{Parser, Subcommand};
@@ -29,23 +33,29 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a node: the Kafka listener and the partition logs.
+    Server(server::ServerArgs),
     /// Create, list, describe, delete and alter topics.
     Topic(topic::TopicArgs),
     /// Produce lines from stdin, one record per line.
     Produce(produce::ProduceArgs),
     /// Consume records and print their values, one per line.
     Consume(consume::ConsumeArgs),
+    /// Inspection tools (dump-log).
+    Tools(tools::ToolsArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // A server logs its lifecycle; client commands keep stderr quiet unless RUST_LOG says more.
+    let default_level = if matches!(cli.command, Command::Server(_)) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,6 +68,8 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Server(args) => server::run(args).await,
+            Command::Tools(args) => tools::run(args),
             Command::Topic(args) => topic::run(args).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
