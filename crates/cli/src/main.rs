@@ -48,7 +48,11 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // A server logs its lifecycle; client commands keep stderr quiet unless RUST_LOG says more.
-    let default_level = if matches!(cli.command, Command::Server(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Server(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

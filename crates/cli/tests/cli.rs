@@ -1,0 +1,267 @@
+//! Drives the real `gregor` binary: a server process, the admin, produce and consume commands,
+//! Kafka-style errors with non-zero exit codes, dump-log, and a clean SIGTERM shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const GREGOR: &str = env!("CARGO_BIN_EXE_gregor");
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A `gregor server` child process, killed on drop if still running.
+struct Server {
+    child: Option<Child>,
+    bootstrap: String,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let mut child = Command::new(GREGOR)
+            .args([
+                "server",
+                "--listeners",
+                "PLAINTEXT://127.0.0.1:0",
+                "--log-dirs",
+            ])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn gregor server");
+        // The server prints its bound address once it serves; wait for that line.
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx
+            .recv_timeout(DEADLINE)
+            .expect("server did not report its address");
+        let addr = line
+            .split_whitespace()
+            .skip_while(|w| *w != "on")
+            .nth(1)
+            .expect("address in the serving line")
+            .to_string();
+        Server {
+            child: Some(child),
+            bootstrap: addr,
+        }
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let ok = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait());
+        });
+        rx.recv_timeout(DEADLINE)
+            .expect("server did not stop within the deadline")
+            .expect("wait")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn gregor(args: &[&str], bootstrap: &str, stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(GREGOR);
+    cmd.args(args)
+        .arg("--bootstrap")
+        .arg(bootstrap)
+        .env("RUST_LOG", "warn");
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn gregor");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(DEADLINE)
+        .expect("gregor command timed out")
+        .expect("output")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_session_with_the_gregor_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let b = server.bootstrap.clone();
+
+    let out = gregor(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "3",
+            "--config",
+            "retention.ms=3600000",
+        ],
+        &b,
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = gregor(&["topic", "list"], &b, None);
+    assert_eq!(stdout(&out).trim(), "orders");
+
+    let out = gregor(&["topic", "describe", "--topic", "orders"], &b, None);
+    let text = stdout(&out);
+    assert!(text.contains("PartitionCount: 3"), "{text}");
+    assert!(text.contains("Configs: retention.ms=3600000"), "{text}");
+    assert_eq!(text.matches("Leader: ").count(), 3, "{text}");
+
+    // Keyed records all land on murmur2(key) % 3, like Kafka's Java producer.
+    let out = gregor(
+        &["produce", "orders", "--acks", "all", "--key", "customer-7"],
+        &b,
+        Some("a\nb\nc\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let p = gregor_client::partitioner::partition_for_key(b"customer-7", 3).to_string();
+    let out = gregor(
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            &p,
+            "--offset",
+            "0",
+            "--max-messages",
+            "3",
+            "--print-key",
+        ],
+        &b,
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "customer-7\ta\ncustomer-7\tb\ncustomer-7\tc\n"
+    );
+
+    for acks in ["0", "1"] {
+        let out = gregor(
+            &["produce", "orders", "--acks", acks, "--partition", "0"],
+            &b,
+            Some(&format!("acks{acks}\n")),
+        );
+        assert!(out.status.success(), "acks={acks}: {}", stderr(&out));
+    }
+    // acks=0 has no answer: read back until both records are there.
+    let out = gregor(
+        &[
+            "consume",
+            "orders",
+            "--partition",
+            "0",
+            "--from-beginning",
+            "--max-messages",
+            "2",
+        ],
+        &b,
+        None,
+    );
+    let mut got: Vec<_> = stdout(&out).lines().map(String::from).collect();
+    got.sort();
+    assert_eq!(got, ["acks0", "acks1"]);
+
+    // Errors read like Kafka's and exit non-zero.
+    let out = gregor(&["topic", "create", "orders"], &b, None);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("TOPIC_ALREADY_EXISTS (36)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = gregor(
+        &[
+            "topic",
+            "alter",
+            "orders",
+            "--config",
+            "cleanup.policy=compact",
+        ],
+        &b,
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("INVALID_CONFIG (40)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = gregor(&["produce", "orders", "--acks", "2"], &b, Some("x\n"));
+    assert!(!out.status.success());
+
+    let out = gregor(&["topic", "alter", "orders", "--partitions", "4"], &b, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = gregor(&["topic", "delete", "orders"], &b, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = gregor(&["topic", "list"], &b, None);
+    assert_eq!(stdout(&out).trim(), "");
+
+    let out = gregor(
+        &["produce", "keep", "--acks", "all", "--partition", "0"],
+        &b,
+        Some("one\ntwo\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // SIGTERM is a clean shutdown: exit 0 and a clean-shutdown marker.
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    let part = dir.path().join("keep-0");
+    assert!(part.join("clean-shutdown").exists());
+
+    let dump = Command::new(GREGOR)
+        .args(["tools", "dump-log"])
+        .arg(&part)
+        .output()
+        .unwrap();
+    assert!(dump.status.success());
+    let text = stdout(&dump);
+    assert!(
+        text.contains("base_offset=0 last_offset=1 count=2"),
+        "{text}"
+    );
+    assert!(text.contains(" ok"), "{text}");
+}
