@@ -146,7 +146,7 @@ fn read(c: &mut Criterion) {
         group.sampling_mode(SamplingMode::Flat);
         group.sample_size(20);
         group.throughput(Throughput::Bytes(size));
-        group.bench_function("storage_sequential/1MiB", |b| {
+        group.bench_function(BenchmarkId::new("storage_sequential", "1MiB"), |b| {
             b.iter_custom(|iters| {
                 timed(clock, || {
                     for _ in 0..iters {
@@ -168,7 +168,7 @@ fn read(c: &mut Criterion) {
                 })
             });
         });
-        group.bench_function("raw_sequential/1MiB", |b| {
+        group.bench_function(BenchmarkId::new("raw_sequential", "1MiB"), |b| {
             b.iter_custom(|iters| {
                 timed(clock, || {
                     for _ in 0..iters {

@@ -339,7 +339,7 @@ impl PartitionLog {
             stored.max_timestamp = now_ms;
             hdr[21..23].copy_from_slice(&stored.attributes.to_be_bytes());
             hdr[35..43].copy_from_slice(&now_ms.to_be_bytes());
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&hdr[21..]), &records[HEADER_LEN..]);
+            let crc = batch::crc32c_parts(&[&hdr[21..], &records[HEADER_LEN..]]);
             hdr[17..21].copy_from_slice(&crc.to_be_bytes());
             stored.crc = crc;
         }
