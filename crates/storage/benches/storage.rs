@@ -1,7 +1,13 @@
 //! Storage throughput against plain `std::fs` on the same bytes.
 //!
 //! Run: `cargo bench -p gregor-storage --bench storage -- --measurement-time 3 --warm-up-time 1`
-//! (see docs/benchmarks.md). Files live in a temp dir on the default temp filesystem.
+//! (see docs/benchmarks.md).
+//!
+//! Benchmarks without fsync write and read in a temp dir on tmpfs (`/dev/shm`, or
+//! `GREGOR_BENCH_DIR`): both sides then measure the same page-cache copy, without interference
+//! from disk writeback and journal commits of whatever else runs on the machine, which made
+//! disk-backed runs here vary by 2x between identical runs. fsync benchmarks use the default
+//! temp dir, which is on the disk.
 //!
 //! Groups ending in `_cpu` time the same work by the benchmark thread's on-CPU time
 //! (`/proc/thread-self/schedstat`) instead of the wall clock: on a machine shared with other
@@ -54,6 +60,18 @@ fn timed(clock: Clock, work: impl FnOnce()) -> Duration {
     }
 }
 
+/// Scratch directory: on the disk for fsync benchmarks, on tmpfs otherwise (see the module doc).
+fn scratch(fsync: bool) -> tempfile::TempDir {
+    if fsync {
+        return tempfile::tempdir().unwrap();
+    }
+    let dir = std::env::var_os("GREGOR_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| Some(std::path::PathBuf::from("/dev/shm")).filter(|p| p.is_dir()))
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::tempdir_in(dir).unwrap()
+}
+
 fn client_batch(records: usize) -> Bytes {
     let value = vec![0x5Au8; RECORD];
     let recs: Vec<(i64, &[u8])> = (0..records)
@@ -77,7 +95,12 @@ fn append(c: &mut Criterion) {
 fn append_group(c: &mut Criterion, name: &str, clock: Clock, fsyncs: &[bool]) {
     let mut group = c.benchmark_group(name);
     group.sampling_mode(SamplingMode::Flat);
-    group.sample_size(20);
+    group.sample_size(
+        std::env::var("GREGOR_BENCH_SAMPLES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20),
+    );
     for (label, records) in [("16KiB", 16usize), ("1MiB", 1024)] {
         let batch = client_batch(records);
         group.throughput(Throughput::Bytes(batch.len() as u64));
@@ -88,7 +111,7 @@ fn append_group(c: &mut Criterion, name: &str, clock: Clock, fsyncs: &[bool]) {
                 &batch,
                 |b, batch| {
                     b.iter_custom(|iters| {
-                        let tmp = tempfile::tempdir().unwrap();
+                        let tmp = scratch(fsync);
                         let mut log = PartitionLog::open(tmp.path(), config(), NOW).unwrap();
                         timed(clock, || {
                             for _ in 0..iters {
@@ -106,7 +129,7 @@ fn append_group(c: &mut Criterion, name: &str, clock: Clock, fsyncs: &[bool]) {
                 &batch,
                 |b, batch| {
                     b.iter_custom(|iters| {
-                        let tmp = tempfile::tempdir().unwrap();
+                        let tmp = scratch(fsync);
                         let file = File::create(tmp.path().join("raw.log")).unwrap();
                         let mut w = BufWriter::new(file);
                         timed(clock, || {
@@ -130,7 +153,7 @@ fn append_group(c: &mut Criterion, name: &str, clock: Clock, fsyncs: &[bool]) {
 fn read(c: &mut Criterion) {
     const TOTAL: usize = 64 << 20;
     const CHUNK: usize = 1 << 20;
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = scratch(false);
     let mut log = PartitionLog::open(tmp.path(), config(), NOW).unwrap();
     let batch = client_batch(16);
     while (log.size_bytes() as usize) < TOTAL {
@@ -146,7 +169,7 @@ fn read(c: &mut Criterion) {
         group.sampling_mode(SamplingMode::Flat);
         group.sample_size(20);
         group.throughput(Throughput::Bytes(size));
-        group.bench_function("storage_sequential/1MiB", |b| {
+        group.bench_function(BenchmarkId::new("storage_sequential", "1MiB"), |b| {
             b.iter_custom(|iters| {
                 timed(clock, || {
                     for _ in 0..iters {
@@ -168,7 +191,7 @@ fn read(c: &mut Criterion) {
                 })
             });
         });
-        group.bench_function("raw_sequential/1MiB", |b| {
+        group.bench_function(BenchmarkId::new("raw_sequential", "1MiB"), |b| {
             b.iter_custom(|iters| {
                 timed(clock, || {
                     for _ in 0..iters {

@@ -208,9 +208,27 @@ impl BatchHeader {
     }
 }
 
+/// CRC-32C (Castagnoli) of `data`.
+///
+/// `crc-fast` folds with carry-less multiplication (PCLMULQDQ/VPCLMULQDQ) and runs about 4x faster
+/// than the `crc32c` crate's SSE4.2 loop here (1 MiB: 11 µs vs 40 µs). The append path checksums
+/// every byte it writes, so this is most of its CPU cost beyond the copy into the page cache.
+pub fn crc32c(data: &[u8]) -> u32 {
+    crc_fast::crc32_iscsi(data)
+}
+
+/// CRC-32C of the concatenation of `parts`, without concatenating them.
+pub fn crc32c_parts(parts: &[&[u8]]) -> u32 {
+    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    for p in parts {
+        digest.update(p);
+    }
+    digest.finalize() as u32
+}
+
 /// Computes the CRC-32C a batch should carry.
 pub fn compute_crc(batch: &[u8]) -> u32 {
-    crc32c::crc32c(&batch[ATTRIBUTES_OFFSET.min(batch.len())..])
+    crc32c(&batch[ATTRIBUTES_OFFSET.min(batch.len())..])
 }
 
 /// How strictly offsets inside the batch are checked.
@@ -604,10 +622,21 @@ mod tests {
     }
 
     #[test]
-    fn crc_matches_the_castagnoli_check_value() {
-        assert_eq!(crc32c::crc32c(b"123456789"), 0xE306_9283);
+    fn crc_matches_the_castagnoli_check_value_and_the_crc32c_crate() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+        assert_eq!(crc32c_parts(&[b"1234", b"", b"56789"]), 0xE306_9283);
         let b = build_batch(0, &[(1, b"v")]);
         let h = BatchHeader::parse(&b).unwrap();
-        assert_eq!(h.crc, crc32c::crc32c(&b[21..]));
+        assert_eq!(h.crc, ::crc32c::crc32c(&b[21..]));
+        // Every length up to a few SIMD blocks, unaligned starts included.
+        let data: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for start in 0..8 {
+            for len in (0..600).chain([1023, 1024, 1025, 4000]) {
+                let d = &data[start..start + len];
+                assert_eq!(crc32c(d), ::crc32c::crc32c(d), "start {start} len {len}");
+            }
+        }
     }
 }

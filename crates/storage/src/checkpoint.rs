@@ -64,7 +64,7 @@ pub(crate) fn seal(magic: [u8; 4], version: u16, body: &[u8]) -> Vec<u8> {
     // Bodies are bounded by segment metadata sizes, far below 4 GiB.
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(body);
-    let crc = crc32c::crc32c(&out);
+    let crc = crate::batch::crc32c(&out);
     out.extend_from_slice(&crc.to_be_bytes());
     out
 }
@@ -88,7 +88,7 @@ pub(crate) fn unseal<'a>(
     }
     let (payload, crc_bytes) = bytes.split_at(bytes.len() - 4);
     let stored = u32::from_be_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
-    let computed = crc32c::crc32c(payload);
+    let computed = crate::batch::crc32c(payload);
     if stored != computed {
         return Err(bad(format!(
             "CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"

@@ -178,14 +178,21 @@ impl PartitionLog {
                     .len();
                 let clean =
                     marker.is_some_and(|m| m.active_base_offset == base && m.active_size == len);
-                let (seg, cut) = Segment::open(&dir, base, now_ms, interval, clean, true)?;
+                let (seg, cut) = Segment::open(
+                    &dir,
+                    base,
+                    now_ms,
+                    interval,
+                    clean,
+                    Some(&checkpoint.epochs),
+                )?;
                 recovery = RecoveryInfo {
                     clean: clean && cut == 0,
                     truncated_bytes: cut,
                 };
                 seg
             } else {
-                Segment::open(&dir, base, now_ms, interval, true, false)?.0
+                Segment::open(&dir, base, now_ms, interval, true, None)?.0
             };
             segments.insert(base, seg);
         }
@@ -339,7 +346,7 @@ impl PartitionLog {
             stored.max_timestamp = now_ms;
             hdr[21..23].copy_from_slice(&stored.attributes.to_be_bytes());
             hdr[35..43].copy_from_slice(&now_ms.to_be_bytes());
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&hdr[21..]), &records[HEADER_LEN..]);
+            let crc = batch::crc32c_parts(&[&hdr[21..], &records[HEADER_LEN..]]);
             hdr[17..21].copy_from_slice(&crc.to_be_bytes());
             stored.crc = crc;
         }
@@ -371,6 +378,7 @@ impl PartitionLog {
         }
         let mut headers = Vec::new();
         let mut expected = leo;
+        let mut latest_epoch = self.epochs.latest();
         let mut max_timestamp = -1;
         let mut count: u64 = 0;
         for item in BatchIter::new(records.clone()) {
@@ -381,6 +389,17 @@ impl PartitionLog {
                     expected,
                     actual: h.base_offset,
                 });
+            }
+            // Recovery checks stored epochs against the cache, so the cache must describe every
+            // batch; a leader's log never goes back in epochs.
+            if latest_epoch.is_some_and(|l| h.partition_leader_epoch < l) {
+                return Err(StorageError::invalid(format!(
+                    "batch at offset {} has leader epoch {} below the latest epoch {:?}",
+                    h.base_offset, h.partition_leader_epoch, latest_epoch
+                )));
+            }
+            if h.partition_leader_epoch >= 0 {
+                latest_epoch = Some(h.partition_leader_epoch);
             }
             expected = h.next_offset();
             max_timestamp = max_timestamp.max(h.max_timestamp);
@@ -850,7 +869,15 @@ impl PartitionLog {
             }
             expected_base = Some(seg.next_offset());
             let file = fs::File::open(seg.path()).ctx("open segment", seg.path())?;
-            let scan = scan_file(&file, seg.path(), seg.base_offset(), seg.size(), 1, true)?;
+            let scan = scan_file(
+                &file,
+                seg.path(),
+                seg.base_offset(),
+                seg.size(),
+                1,
+                true,
+                None,
+            )?;
             if let Some((position, reason)) = scan.invalid {
                 return Err(StorageError::CorruptSegment {
                     path: seg.path().to_path_buf(),

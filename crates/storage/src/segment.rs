@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, HEADER_LEN, ValidationMode};
+use crate::checkpoint::EpochEntry;
 use crate::error::{IoContext, Result, StorageError};
 use crate::index::{SegmentIndex, SegmentMeta, offset_index_path, time_index_path};
 
@@ -123,16 +124,18 @@ impl Segment {
 
     /// Opens an existing segment. With `trust_index`, a valid index file whose recorded size
     /// matches the file is used as is; otherwise (or if none matches) the file is scanned and every
-    /// batch CRC-checked. With `truncate_invalid` a bad tail is cut off (active segment after an
-    /// unclean shutdown); without it a bad batch is a `CorruptSegment` error (sealed segments were
-    /// fsynced at roll, so damage there is a disk fault). Returns the segment and the bytes cut.
+    /// batch CRC-checked. With `recover_with` (the active segment after an unclean shutdown) a bad
+    /// tail is cut off, and a batch whose leader epoch disagrees with the epoch cache counts as
+    /// bad too: the epoch lies outside the CRC, so this is the only way to catch a damaged epoch.
+    /// Without it a bad batch is a `CorruptSegment` error (sealed segments were fsynced at roll,
+    /// so damage there is a disk fault). Returns the segment and the bytes cut.
     pub(crate) fn open(
         dir: &Path,
         base_offset: i64,
         now_ms: i64,
         interval: u32,
         trust_index: bool,
-        truncate_invalid: bool,
+        recover_with: Option<&[EpochEntry]>,
     ) -> Result<(Self, u64)> {
         let (path, mut file, len) = Self::open_file(dir, base_offset)?;
         let mut seg = Segment {
@@ -162,10 +165,18 @@ impl Segment {
                 Err(e) => tracing::warn!(error = %e, "ignoring damaged index, rebuilding"),
             }
         }
-        let scan = scan_file(&file, &seg.path, base_offset, len, interval, true)?;
+        let scan = scan_file(
+            &file,
+            &seg.path,
+            base_offset,
+            len,
+            interval,
+            true,
+            recover_with,
+        )?;
         let mut cut = 0;
         if let Some((pos, reason)) = &scan.invalid {
-            if !truncate_invalid {
+            if recover_with.is_none() {
                 return Err(StorageError::CorruptSegment {
                     path: seg.path.clone(),
                     position: *pos,
@@ -402,6 +413,7 @@ impl Segment {
             pos,
             interval,
             false,
+            None,
         )?;
         if let Some((position, reason)) = scan.invalid {
             return Err(StorageError::CorruptSegment {
@@ -448,6 +460,7 @@ pub(crate) fn scan_file(
     len: u64,
     interval: u32,
     check_crc: bool,
+    epochs: Option<&[EpochEntry]>,
 ) -> Result<Scan> {
     let mut index = SegmentIndex::default();
     let mut meta = SegmentMeta::empty(base_offset);
@@ -495,6 +508,17 @@ pub(crate) fn scan_file(
                 ),
             ));
         }
+        if let Some(entries) = epochs
+            && !epoch_consistent(entries, &h)
+        {
+            break Some((
+                pos,
+                format!(
+                    "batch at offset {} has leader epoch {}, which the epoch cache does not place there",
+                    h.base_offset, h.partition_leader_epoch
+                ),
+            ));
+        }
         if pos + size > u64::from(u32::MAX) || h.last_offset() - base_offset > i64::from(u32::MAX) {
             break Some((
                 pos,
@@ -517,6 +541,21 @@ pub(crate) fn scan_file(
         bytes_since_index,
         invalid,
     })
+}
+
+/// Whether the epoch cache (written before any batch of a new epoch) agrees with `h`'s epoch.
+/// Below the first entry (batches under a clamped log start) only "not newer" can be checked.
+fn epoch_consistent(entries: &[EpochEntry], h: &BatchHeader) -> bool {
+    match entries
+        .iter()
+        .rev()
+        .find(|e| e.start_offset <= h.base_offset)
+    {
+        Some(covering) => covering.epoch == h.partition_leader_epoch,
+        None => entries
+            .first()
+            .is_none_or(|first| h.partition_leader_epoch <= first.epoch),
+    }
 }
 
 /// Writes all of `bufs`, handling partial writes and `EINTR`.

@@ -347,6 +347,13 @@ fn follower_append_checks_contiguity_and_tracks_epochs() {
         ]
     );
     assert_eq!(f.read(0, 1 << 20, i64::MAX, false).unwrap().records, all);
+    // Epochs may not go backwards.
+    let mut stale = batches[0].to_vec();
+    stale[0..8].copy_from_slice(&20i64.to_be_bytes());
+    assert!(matches!(
+        f.append_as_follower(Bytes::from(stale)),
+        Err(StorageError::InvalidRecord { .. })
+    ));
     // OffsetForLeaderEpoch (Kafka's LeaderEpochFileCache.endOffsetFor).
     assert_eq!(f.end_offset_for_epoch(5), Some((5, 20)));
     assert_eq!(f.end_offset_for_epoch(3), Some((3, 16)));
@@ -518,6 +525,29 @@ fn clean_shutdown_skips_the_scan_and_unclean_recovery_cuts_a_torn_tail() {
     log.verify().unwrap();
     log.close().unwrap();
 
+    // The leader epoch is outside the CRC; recovery checks it against the epoch cache.
+    let mut log = open(tmp.path(), small_config());
+    log.append_as_leader(batch(3, NOW, "e", 30), 0, NOW)
+        .unwrap();
+    let before = log.log_end_offset();
+    let pos = log.segments().last().unwrap().size;
+    log.append_as_leader(batch(3, NOW, "e", 30), 0, NOW)
+        .unwrap();
+    drop(log);
+    let active = log_path(tmp.path());
+    let mut bytes = fs::read(&active).unwrap();
+    bytes[pos as usize + 13] ^= 0x20;
+    fs::write(&active, &bytes).unwrap();
+    let log = open(tmp.path(), small_config());
+    assert_eq!(
+        log.log_end_offset(),
+        before,
+        "a batch with a damaged epoch must be cut"
+    );
+    log.verify().unwrap();
+    log.close().unwrap();
+    let path = log_path(tmp.path());
+
     // A marker that disagrees with the file size forces a scan.
     let len = fs::metadata(&path).unwrap().len();
     let mut bytes = fs::read(&path).unwrap();
@@ -527,6 +557,17 @@ fn clean_shutdown_skips_the_scan_and_unclean_recovery_cuts_a_torn_tail() {
     assert!(!log.recovery_info().clean);
     assert_eq!(fs::metadata(&path).unwrap().len(), len);
     log.verify().unwrap();
+}
+
+/// The newest segment file in `dir`.
+fn log_path(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut logs: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
 }
 
 #[test]
