@@ -263,9 +263,28 @@ async fn a_restarted_controller_recovers_from_snapshot_and_log() -> anyhow::Resu
             .wait(Some(DEADLINE))
             .applied_index_at_least(Some(last), "restarted node caught up")
             .await?;
-        let after = c.nodes[&follower].view().image();
-        assert_eq!(after.topics, before.topics);
-        assert_eq!(after.brokers, before.brokers);
+        // The leader's planner may still commit while we look (it fences broker 1, whose
+        // heartbeats never come), so compare the two images at the same applied offset: apply is
+        // deterministic, so equal offsets must mean equal images.
+        loop {
+            let on_leader = c.nodes[&leader].view().image();
+            c.nodes[&follower]
+                .raft()
+                .wait(Some(DEADLINE))
+                .applied_index_at_least(Some(on_leader.offset), "follower reached the leader")
+                .await?;
+            let after = c.nodes[&follower].view().image();
+            if after.offset != on_leader.offset {
+                continue; // the leader committed more in between; look again
+            }
+            assert_eq!(after, on_leader);
+            assert!(before.topics.keys().all(|t| after.topics.contains_key(t)));
+            assert_eq!(
+                after.brokers.keys().collect::<Vec<_>>(),
+                before.brokers.keys().collect::<Vec<_>>()
+            );
+            break;
+        }
         c.shutdown().await
     })
     .await
