@@ -418,41 +418,43 @@ impl Client {
             ]);
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            let result = async {
-                let conn = self.leader(topic, partition).await?;
-                if acks == 0 {
-                    let version = conn.version_for::<ProduceRequest>()?;
-                    let _ = conn.write_request(&req, version).await?;
-                    return Ok(None);
-                }
-                let resp = conn.send(&req).await?;
-                let p = resp
-                    .responses
-                    .first()
-                    .and_then(|t| t.partition_responses.first())
-                    .ok_or_else(|| ClientError::Codec("empty produce response".into()))?;
-                if let Some(e) = ClientError::from_code(
-                    p.error_code,
-                    p.error_message.as_ref().map(|m| m.to_string()),
-                ) {
-                    return Err(e);
-                }
-                Ok(Some(Produced {
-                    base_offset: p.base_offset,
-                    log_append_time_ms: p.log_append_time_ms,
-                }))
-            }
-            .await;
-            match result {
-                Err(e) if retriable(&e) => {
-                    self.forget_route(topic, partition);
-                    last = Some(e);
-                    tokio::time::sleep(RETRY_BACKOFF).await;
-                }
-                other => return other,
+            let result = self.produce_once(topic, partition, &req, acks).await;
+            if let Some(done) = self.settle(topic, partition, result, &mut last).await {
+                return done;
             }
         }
         Err(last.unwrap_or_else(|| ClientError::Unavailable("produce".into())))
+    }
+
+    async fn produce_once(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        req: &ProduceRequest,
+        acks: i16,
+    ) -> Result<Option<Produced>> {
+        let conn = self.leader(topic, partition).await?;
+        if acks == 0 {
+            let version = conn.version_for::<ProduceRequest>()?;
+            let _ = conn.write_request(req, version).await?;
+            return Ok(None);
+        }
+        let resp = conn.send(req).await?;
+        let p = resp
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .ok_or_else(|| ClientError::Codec("empty produce response".into()))?;
+        if let Some(e) = ClientError::from_code(
+            p.error_code,
+            p.error_message.as_ref().map(|m| m.to_string()),
+        ) {
+            return Err(e);
+        }
+        Ok(Some(Produced {
+            base_offset: p.base_offset,
+            log_append_time_ms: p.log_append_time_ms,
+        }))
     }
 
     /// Fetches from one partition starting at `offset`.
@@ -482,39 +484,40 @@ impl Client {
             ]);
         let mut last = None;
         for _ in 0..ATTEMPTS {
-            let result = async {
-                let conn = self.leader(topic, partition).await?;
-                // Topic ids (v13+) are not needed for a by-name fetch; stay at v12 at most.
-                let version = conn.version_for::<FetchRequest>()?.min(12);
-                let resp = conn.send_version(&req, version).await?;
-                if let Some(e) = ClientError::from_code(resp.error_code, None) {
-                    return Err(e);
-                }
-                let p = resp
-                    .responses
-                    .first()
-                    .and_then(|t| t.partitions.first())
-                    .ok_or_else(|| ClientError::Codec("empty fetch response".into()))?;
-                if let Some(e) = ClientError::from_code(p.error_code, None) {
-                    return Err(e);
-                }
-                Ok(Fetched {
-                    records: p.records.clone().unwrap_or_default(),
-                    high_watermark: p.high_watermark,
-                    log_start_offset: p.log_start_offset,
-                })
-            }
-            .await;
-            match result {
-                Err(e) if retriable(&e) => {
-                    self.forget_route(topic, partition);
-                    last = Some(e);
-                    tokio::time::sleep(RETRY_BACKOFF).await;
-                }
-                other => return other,
+            let result = self.fetch_once(topic, partition, &req).await;
+            if let Some(done) = self.settle(topic, partition, result, &mut last).await {
+                return done;
             }
         }
         Err(last.unwrap_or_else(|| ClientError::Unavailable("fetch".into())))
+    }
+
+    async fn fetch_once(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        req: &FetchRequest,
+    ) -> Result<Fetched> {
+        let conn = self.leader(topic, partition).await?;
+        // Topic ids (v13+) are not needed for a by-name fetch; stay at v12 at most.
+        let version = conn.version_for::<FetchRequest>()?.min(12);
+        let resp = conn.send_version(req, version).await?;
+        if let Some(e) = ClientError::from_code(resp.error_code, None) {
+            return Err(e);
+        }
+        let p = resp
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| ClientError::Codec("empty fetch response".into()))?;
+        if let Some(e) = ClientError::from_code(p.error_code, None) {
+            return Err(e);
+        }
+        Ok(Fetched {
+            records: p.records.clone().unwrap_or_default(),
+            high_watermark: p.high_watermark,
+            log_start_offset: p.log_start_offset,
+        })
     }
 
     /// ListOffsets for one partition: `timestamp` -2 earliest, -1 latest, -3 max timestamp, or a
@@ -548,6 +551,26 @@ impl Client {
             return Err(e);
         }
         Ok((p.offset, p.timestamp))
+    }
+
+    /// Decides what to do with one attempt's result: `Some` ends the request; `None` means the
+    /// error was retriable, the route was forgotten and the backoff has passed.
+    async fn settle<T>(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        result: Result<T>,
+        last: &mut Option<ClientError>,
+    ) -> Option<Result<T>> {
+        match result {
+            Err(e) if retriable(&e) => {
+                self.forget_route(topic, partition);
+                *last = Some(e);
+                tokio::time::sleep(RETRY_BACKOFF).await;
+                None
+            }
+            other => Some(other),
+        }
     }
 
     fn forget_route(&mut self, topic: &str, partition: i32) {
