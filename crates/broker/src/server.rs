@@ -56,6 +56,8 @@ pub async fn run(
         source,
     })?;
     tracing::info!(%local, advertised = ?broker.advertised(), "kafka listener started");
+    // Session timers of groups reloaded from __consumer_offsets need the runtime.
+    broker.groups().start();
 
     let background_cancel = CancellationToken::new();
     let background = tokio::spawn(
