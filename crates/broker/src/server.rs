@@ -196,6 +196,7 @@ async fn handle_frame(
                 shutdown: shutdown.clone(),
                 api_version: header.request_api_version,
                 client_id: header.client_id.as_ref().map(|c| c.to_string()),
+                peer,
             };
             Ok(handlers::dispatch(&ctx, header.correlation_id, request).await?)
         }

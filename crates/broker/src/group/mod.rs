@@ -66,3 +66,22 @@ pub enum GroupError {
     #[error("offset metadata is too large")]
     OffsetMetadataTooLarge,
 }
+
+/// Makes sure `__consumer_offsets` exists, creating it off the async runtime the first time
+/// (it fsyncs topic metadata). Failure is COORDINATOR_NOT_AVAILABLE, as in Kafka while the
+/// offsets topic cannot be created.
+pub async fn ready(broker: &std::sync::Arc<crate::Broker>) -> Result<(), GroupError> {
+    if broker.groups().is_ready() {
+        return Ok(());
+    }
+    match broker
+        .blocking(|b| b.groups().ensure_offsets_topic(b).map(|_| ()))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            tracing::warn!(error = %crate::error::message(&e), "cannot create {OFFSETS_TOPIC}");
+            Err(GroupError::CoordinatorNotAvailable)
+        }
+    }
+}
