@@ -831,3 +831,337 @@ async fn waiting_join_gets_not_coordinator_on_shutdown() {
         .unwrap();
     assert_eq!(j.error_code, 16);
 }
+
+// ---- Real clients: confluent-kafka, kafka-python, kcat ----
+
+mod real {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::process::{Child, ChildStdin, Command};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    const PARTITIONS: i32 = 6;
+    const WAIT: Duration = Duration::from_secs(40);
+
+    /// One member process; killed by PID on drop (kill_on_drop).
+    struct Member {
+        child: Child,
+        stdin: Option<ChildStdin>,
+    }
+
+    /// What the members printed, folded into state the test waits on.
+    #[derive(Default)]
+    struct Seen {
+        assignment: HashMap<String, BTreeSet<i32>>,
+        committed: BTreeMap<i32, i64>,
+        /// (partition, offset) → how many times consumed, and by whom.
+        records: BTreeMap<(i32, i64), Vec<String>>,
+        closed: BTreeSet<String>,
+        log: Vec<String>,
+    }
+
+    impl Seen {
+        fn apply(&mut self, line: &str) {
+            self.log.push(line.to_string());
+            let f: Vec<&str> = line.split_whitespace().collect();
+            match f.as_slice() {
+                ["assigned", name, ps] => {
+                    let set = if *ps == "-" {
+                        BTreeSet::new()
+                    } else {
+                        ps.split(',').map(|p| p.parse().unwrap()).collect()
+                    };
+                    self.assignment.insert(name.to_string(), set);
+                }
+                ["revoked", name] => {
+                    self.assignment.insert(name.to_string(), BTreeSet::new());
+                }
+                ["record", name, p, o, _value] => {
+                    self.records
+                        .entry((p.parse().unwrap(), o.parse().unwrap()))
+                        .or_default()
+                        .push(name.to_string());
+                }
+                ["committed", _, p, o] => {
+                    let e = self.committed.entry(p.parse().unwrap()).or_default();
+                    *e = (*e).max(o.parse().unwrap());
+                }
+                ["closed", name] => {
+                    self.closed.insert(name.to_string());
+                    self.assignment.remove(*name);
+                }
+                ["commit-failed", ..] => panic!("a commit failed: {line}\n{}", self.log.join("\n")),
+                _ => {}
+            }
+        }
+
+        /// Every partition owned by exactly one of `members`, each owning some.
+        fn balanced_over(&self, members: &[&str]) -> bool {
+            let mut all = Vec::new();
+            for m in members {
+                match self.assignment.get(*m) {
+                    Some(s) if !s.is_empty() => all.extend(s.iter().copied()),
+                    _ => return false,
+                }
+            }
+            let others_empty = self
+                .assignment
+                .iter()
+                .filter(|(k, _)| !members.contains(&k.as_str()))
+                .all(|(_, s)| s.is_empty());
+            all.sort();
+            others_empty && all == (0..PARTITIONS).collect::<Vec<_>>()
+        }
+    }
+
+    struct Group {
+        tx: mpsc::UnboundedSender<String>,
+        rx: mpsc::UnboundedReceiver<String>,
+        seen: Seen,
+    }
+
+    impl Group {
+        fn new() -> Group {
+            let (tx, rx) = mpsc::unbounded_channel();
+            Group {
+                tx,
+                rx,
+                seen: Seen::default(),
+            }
+        }
+
+        fn spawn(&self, args: &[&str]) -> Member {
+            let mut child = Command::new("python3")
+                .arg(repo_tests_dir().join("interop").join("group_member.py"))
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("python3 (run tests/setup.sh)");
+            let stdout = child.stdout.take().unwrap();
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let stdin = child.stdin.take();
+            Member { child, stdin }
+        }
+
+        /// Folds printed lines into `seen` until `done` holds (bounded by WAIT).
+        async fn wait(&mut self, what: &str, done: impl Fn(&Seen) -> bool) {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while !done(&self.seen) {
+                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                    Ok(Some(line)) => self.seen.apply(&line),
+                    _ => panic!(
+                        "timed out waiting for {what}; members printed:\n{}",
+                        self.seen.log.join("\n")
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn produce_round(tb: &TestBroker, topic: &str, round: usize) {
+        let mut c = tb.connect().await;
+        for p in 0..PARTITIONS {
+            let values: Vec<String> = (0..10).map(|i| format!("r{round}-p{p}-{i}")).collect();
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            let (code, _) = produce(&mut c, topic, p, batch(&refs, now())).await;
+            assert_eq!(code, 0);
+        }
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    }
+
+    fn config(c: &mut gregor_broker::BrokerConfig) {
+        c.group_initial_rebalance_delay_ms = 500;
+        c.group_min_session_timeout_ms = 1000;
+        c.offsets_topic_num_partitions = 5;
+    }
+
+    /// Three members on a 6-partition topic; one leaves cleanly, one is SIGKILLed; the
+    /// survivors take over from the last committed offsets; nothing is lost or redelivered;
+    /// after a broker restart the committed offsets are still there.
+    async fn three_members(client: &str) {
+        let tb = TestBroker::start_with(config).await;
+        tb.create_topic("t", PARTITIONS);
+        let group = format!("{client}-group");
+        let mut g = Group::new();
+        let args = |name: &'static str| [client, tb.addr.as_str(), "t", group.as_str(), name];
+        let mut a = g.spawn(&args("a"));
+        let mut b = g.spawn(&args("b"));
+        let _c = g.spawn(&args("c"));
+        g.wait("a balanced group of a, b, c", |s| {
+            s.balanced_over(&["a", "b", "c"])
+        })
+        .await;
+        produce_round(&tb, "t", 0).await;
+        g.wait("round 0 committed", |s| {
+            s.committed.values().filter(|o| **o == 10).count() == PARTITIONS as usize
+        })
+        .await;
+
+        // a leaves cleanly (LeaveGroup on close): b and c take over at once.
+        a.stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"close\n")
+            .await
+            .unwrap();
+        g.wait("a closed", |s| s.closed.contains("a")).await;
+        assert!(
+            tokio::time::timeout(WAIT, a.child.wait())
+                .await
+                .unwrap()
+                .unwrap()
+                .success()
+        );
+        g.wait("b and c own everything", |s| s.balanced_over(&["b", "c"]))
+            .await;
+        produce_round(&tb, "t", 1).await;
+        g.wait("round 1 committed", |s| {
+            s.committed.values().filter(|o| **o == 20).count() == PARTITIONS as usize
+        })
+        .await;
+
+        // b crashes: its session expires and c takes over from b's last commits.
+        let pid = b.child.id().unwrap();
+        b.child.start_kill().unwrap();
+        tokio::time::timeout(WAIT, b.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        g.seen.assignment.remove("b");
+        tracing::info!(pid, "killed member b");
+        g.wait("c owns everything", |s| s.balanced_over(&["c"]))
+            .await;
+        produce_round(&tb, "t", 2).await;
+        g.wait("round 2 committed", |s| {
+            s.committed.values().filter(|o| **o == 30).count() == PARTITIONS as usize
+        })
+        .await;
+
+        // Every record consumed exactly once: handovers resumed at the committed offsets.
+        for p in 0..PARTITIONS {
+            for o in 0..30 {
+                let by = g.seen.records.get(&(p, o));
+                assert_eq!(
+                    by.map(Vec::len),
+                    Some(1),
+                    "{p}@{o} consumed by {by:?}\n{}",
+                    g.seen.log.join("\n")
+                );
+            }
+        }
+        let mut conn = tb.connect().await;
+        assert_eq!(
+            fetch_offsets(&mut conn, 8, &group, "t", PARTITIONS).await,
+            vec![30; 6]
+        );
+        drop(conn);
+        drop(_c);
+        let dir = tb.stop().await;
+        let tb = TestBroker::start_in(dir, config).await;
+        let mut conn = tb.connect().await;
+        assert_eq!(
+            fetch_offsets(&mut conn, 8, &group, "t", PARTITIONS).await,
+            vec![30; 6]
+        );
+    }
+
+    #[tokio::test]
+    async fn confluent_kafka_three_members_share_and_take_over() {
+        three_members("ck").await;
+    }
+
+    #[tokio::test]
+    async fn kafka_python_three_members_share_and_take_over() {
+        three_members("kp").await;
+    }
+
+    /// kcat's balanced consumer (`-G`): consumes everything, commits on exit, and the next run
+    /// resumes after the committed offsets.
+    #[tokio::test]
+    async fn kcat_group_consumer_commits_and_resumes() {
+        let tb = TestBroker::start_with(|c| {
+            c.group_initial_rebalance_delay_ms = 0;
+            c.offsets_topic_num_partitions = 5;
+        })
+        .await;
+        tb.create_topic("k", 3);
+        let mut c = tb.connect().await;
+        for p in 0..3 {
+            let vals: Vec<String> = (0..4).map(|i| format!("a-{p}-{i}")).collect();
+            let refs: Vec<&str> = vals.iter().map(String::as_str).collect();
+            assert_eq!(produce(&mut c, "k", p, batch(&refs, now())).await.0, 0);
+        }
+        let run = |count: &'static str| {
+            let addr = tb.addr.clone();
+            async move {
+                run_with_deadline(
+                    "kcat",
+                    &[
+                        "-b",
+                        &addr,
+                        "-G",
+                        "kgroup",
+                        "-X",
+                        "auto.offset.reset=earliest",
+                        "-c",
+                        count,
+                        "-f",
+                        "%s\n",
+                        "-q",
+                        "k",
+                    ],
+                    None,
+                    Duration::from_secs(30),
+                )
+                .await
+            }
+        };
+        let out = run("12").await;
+        assert!(out.status.success(), "{}", out.stderr);
+        let mut got: Vec<&str> = out.stdout.lines().collect();
+        got.sort();
+        assert_eq!(got.len(), 12, "{}", out.stdout);
+        assert_eq!(
+            fetch_offsets(&mut c, 7, "kgroup", "k", 3).await,
+            vec![4, 4, 4]
+        );
+        assert_eq!(
+            produce(&mut c, "k", 1, batch(&["b-1-0", "b-1-1"], now()))
+                .await
+                .0,
+            0
+        );
+        let out = run("2").await;
+        assert!(out.status.success(), "{}", out.stderr);
+        assert_eq!(
+            out.stdout.lines().collect::<Vec<_>>(),
+            vec!["b-1-0", "b-1-1"]
+        );
+        assert_eq!(
+            fetch_offsets(&mut c, 7, "kgroup", "k", 3).await,
+            vec![4, 6, 4]
+        );
+    }
+}
