@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::config::{BrokerConfig, Endpoint};
 use crate::error::{BrokerError, Result};
+use crate::group::{CoordinatorConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata_store::{ClusterMetadata, FileMetadataStore, MetadataStore, TopicMetadata};
 use crate::topic_config;
 
@@ -115,6 +116,8 @@ pub struct Broker {
     /// Serializes metadata changes so persist-then-publish is atomic with respect to others.
     admin: Mutex<ClusterMetadata>,
     state: RwLock<State>,
+    /// Consumer groups and committed offsets (`__consumer_offsets`).
+    groups: GroupCoordinator,
 }
 
 impl std::fmt::Debug for Broker {
@@ -210,6 +213,7 @@ impl Broker {
             now_ms(),
         )?);
         let advertised = config.advertised_endpoint(bound);
+        let groups = GroupCoordinator::new(CoordinatorConfig::from_broker(&config));
         let broker = Broker {
             config,
             advertised,
@@ -217,6 +221,7 @@ impl Broker {
             logs,
             admin: Mutex::new(metadata.clone()),
             state: RwLock::new(State::default()),
+            groups,
         };
         let mut state = State::default();
         for (name, meta) in &metadata.topics {
@@ -225,12 +230,19 @@ impl Broker {
             state.topics.insert(name.clone(), Arc::new(topic));
         }
         *broker.state.write() = state;
+        // A restarted coordinator rebuilds groups and offsets before serving anyone.
+        broker.groups.load(&broker)?;
         Ok(broker)
     }
 
     /// The configuration the broker runs with.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The group coordinator.
+    pub fn groups(&self) -> &GroupCoordinator {
+        &self.groups
     }
 
     /// The endpoint clients are told to connect to.
@@ -423,7 +435,8 @@ impl Broker {
         if let Some(t) = self.topic(name) {
             return Ok(t);
         }
-        if !self.config.auto_create_topics_enable {
+        // The group coordinator creates its internal topic itself, with its own settings.
+        if !self.config.auto_create_topics_enable || name == OFFSETS_TOPIC {
             return Err(BrokerError::UnknownTopicOrPartition {
                 topic: name.to_string(),
                 partition: -1,
@@ -450,6 +463,11 @@ impl Broker {
                 partition: -1,
             });
         };
+        if name == OFFSETS_TOPIC {
+            return Err(BrokerError::InvalidRequest(format!(
+                "internal topic {OFFSETS_TOPIC} cannot be deleted"
+            )));
+        }
         if !self.config.delete_topic_enable {
             return Err(BrokerError::InvalidRequest(
                 "topic deletion is disabled".into(),
@@ -530,6 +548,7 @@ impl Broker {
 
     /// Flushes and closes the partition logs. Called once, after the listener stopped.
     pub fn shutdown(&self) -> Result<()> {
+        self.groups.shutdown();
         self.logs.shutdown()?;
         Ok(())
     }

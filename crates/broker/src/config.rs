@@ -158,6 +158,19 @@ pub struct BrokerConfig {
     pub message_max_bytes: i32,
     /// `min.insync.replicas` (default 1).
     pub min_insync_replicas: i32,
+    /// `offsets.topic.num.partitions` (default 50): partitions of `__consumer_offsets`.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.replication.factor` (default 3); like Kafka's auto-creation, the topic is
+    /// created with min(this, live brokers).
+    pub offsets_topic_replication_factor: i16,
+    /// `offset.metadata.max.bytes` (default 4096): longer commit metadata is rejected.
+    pub offset_metadata_max_bytes: i32,
+    /// `group.initial.rebalance.delay.ms` (default 3000).
+    pub group_initial_rebalance_delay_ms: i32,
+    /// `group.min.session.timeout.ms` (default 6000).
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms` (default 1800000).
+    pub group_max_session_timeout_ms: i32,
 }
 
 impl Default for BrokerConfig {
@@ -186,6 +199,12 @@ impl Default for BrokerConfig {
             log_retention_check_interval_ms: 300_000,
             message_max_bytes: 1_048_588,
             min_insync_replicas: 1,
+            offsets_topic_num_partitions: 50,
+            offsets_topic_replication_factor: 3,
+            offset_metadata_max_bytes: 4096,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
         }
     }
 }
@@ -214,6 +233,12 @@ pub const KEYS: &[&str] = &[
     "log.retention.check.interval.ms",
     "message.max.bytes",
     "min.insync.replicas",
+    "offsets.topic.num.partitions",
+    "offsets.topic.replication.factor",
+    "offset.metadata.max.bytes",
+    "group.initial.rebalance.delay.ms",
+    "group.min.session.timeout.ms",
+    "group.max.session.timeout.ms",
 ];
 
 /// The environment variable that sets `key`: `GREGOR_` + upper case, dots to underscores.
@@ -344,6 +369,24 @@ impl BrokerConfig {
             }
             "message.max.bytes" => self.message_max_bytes = parse(key, value, origin)?,
             "min.insync.replicas" => self.min_insync_replicas = parse(key, value, origin)?,
+            "offsets.topic.num.partitions" => {
+                self.offsets_topic_num_partitions = parse(key, value, origin)?
+            }
+            "offsets.topic.replication.factor" => {
+                self.offsets_topic_replication_factor = parse(key, value, origin)?
+            }
+            "offset.metadata.max.bytes" => {
+                self.offset_metadata_max_bytes = parse(key, value, origin)?
+            }
+            "group.initial.rebalance.delay.ms" => {
+                self.group_initial_rebalance_delay_ms = parse(key, value, origin)?
+            }
+            "group.min.session.timeout.ms" => {
+                self.group_min_session_timeout_ms = parse(key, value, origin)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.group_max_session_timeout_ms = parse(key, value, origin)?
+            }
             _ => {
                 return Err(ConfigError::UnknownKey {
                     key: key.to_string(),
@@ -439,6 +482,32 @@ impl BrokerConfig {
         check(self.min_insync_replicas >= 1, "min.insync.replicas", || {
             "must be >= 1".into()
         })?;
+        check(
+            self.offsets_topic_num_partitions >= 1,
+            "offsets.topic.num.partitions",
+            || "must be >= 1".into(),
+        )?;
+        check(
+            self.offsets_topic_replication_factor >= 1,
+            "offsets.topic.replication.factor",
+            || "must be >= 1".into(),
+        )?;
+        check(
+            self.offset_metadata_max_bytes >= 0,
+            "offset.metadata.max.bytes",
+            || "must be >= 0".into(),
+        )?;
+        check(
+            self.group_initial_rebalance_delay_ms >= 0,
+            "group.initial.rebalance.delay.ms",
+            || "must be >= 0".into(),
+        )?;
+        check(
+            self.group_min_session_timeout_ms >= 0
+                && self.group_min_session_timeout_ms <= self.group_max_session_timeout_ms,
+            "group.min.session.timeout.ms",
+            || "must be >= 0 and <= group.max.session.timeout.ms".into(),
+        )?;
         if let Some(adv) = &self.advertised_listener {
             check(
                 !adv.host.is_empty() && adv.host != "0.0.0.0",

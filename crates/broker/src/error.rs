@@ -5,6 +5,7 @@ use std::io;
 use kafka_protocol::ResponseError;
 
 use crate::config::ConfigError;
+use crate::group::GroupError;
 use crate::metadata_store::MetadataStoreError;
 
 /// Everything that can go wrong while the broker serves a request or manages its state.
@@ -86,6 +87,15 @@ pub enum BrokerError {
     /// DescribeCluster asked for an endpoint type other than brokers.
     #[error("unsupported endpoint type {0}")]
     UnsupportedEndpointType(i8),
+    /// A consumer-group protocol error (membership, generation, coordinator).
+    #[error("group {group}: {source}")]
+    Group {
+        /// The group id.
+        group: String,
+        /// What went wrong.
+        #[source]
+        source: GroupError,
+    },
     /// The topic metadata file could not be read or written.
     #[error("topic metadata store failed")]
     MetadataStore(#[from] MetadataStoreError),
@@ -133,6 +143,7 @@ pub fn error_code(err: &BrokerError) -> ResponseError {
         BrokerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
         BrokerError::FetchSessionIdNotFound(_) => ResponseError::FetchSessionIdNotFound,
         BrokerError::UnsupportedEndpointType(_) => ResponseError::UnsupportedEndpointType,
+        BrokerError::Group { source, .. } => group_error_code(source),
         BrokerError::Storage(s) => match s {
             S::CorruptMessage { .. } => ResponseError::CorruptMessage,
             S::InvalidRecord { .. } => ResponseError::InvalidRecord,
@@ -154,6 +165,31 @@ pub fn error_code(err: &BrokerError) -> ResponseError {
         | BrokerError::Io { .. }
         | BrokerError::Task(_) => ResponseError::UnknownServerError,
     }
+}
+
+/// The Kafka code of a group protocol error.
+pub fn group_error_code(err: &GroupError) -> ResponseError {
+    match err {
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+    }
+}
+
+/// `error_code` for a group error as a plain `i16` (0 for `None`).
+pub fn group_code(err: Option<&GroupError>) -> i16 {
+    err.map_or(0, |e| group_error_code(e).code())
 }
 
 /// The numeric code, for response fields that are plain `i16`.

@@ -13,6 +13,9 @@
 //! - [`broker`]: the state shared by all connections: topics (ids, partition counts, config
 //!   overrides), one storage log per partition, and a high-watermark watch per partition that
 //!   wakes long-polling fetches.
+//! - [`group`]: consumer groups: the classic protocol as a pure state machine per group, the
+//!   coordinator that drives it (long-polled JoinGroup/SyncGroup, per-group timer tasks) and
+//!   the `__consumer_offsets` records it persists and replays at startup.
 //! - [`metadata_store`]: the persistence seam for cluster metadata (a checksummed file written
 //!   atomically today; a Raft controller later).
 //! - [`topic_config`]: the supported per-topic configs and their validation.
@@ -26,6 +29,7 @@
 pub mod broker;
 pub mod config;
 pub mod error;
+pub mod group;
 pub mod handlers;
 pub mod metadata_store;
 pub mod server;

@@ -56,6 +56,8 @@ pub async fn run(
         source,
     })?;
     tracing::info!(%local, advertised = ?broker.advertised(), "kafka listener started");
+    // Session timers of groups reloaded from __consumer_offsets need the runtime.
+    broker.groups().start();
 
     let background_cancel = CancellationToken::new();
     let background = tokio::spawn(
@@ -194,6 +196,7 @@ async fn handle_frame(
                 shutdown: shutdown.clone(),
                 api_version: header.request_api_version,
                 client_id: header.client_id.as_ref().map(|c| c.to_string()),
+                peer,
             };
             Ok(handlers::dispatch(&ctx, header.correlation_id, request).await?)
         }

@@ -6,10 +6,12 @@
 //! - `consume`: records from a topic to stdout.
 //! - `server`: run one node (config layering lives in the broker crate).
 //! - `tools`: `dump-log` and other inspection commands.
+//! - `group`: `gregor group list|describe|delete|reset-offsets` (kafka-consumer-groups.sh).
 //!
 //! Clap types stay in this crate: the library crates take plain values.
 
 mod consume;
+mod group;
 mod produce;
 mod server;
 mod tools;
@@ -43,6 +45,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Inspection tools (dump-log).
     Tools(tools::ToolsArgs),
+    /// List, describe, delete consumer groups and reset their offsets.
+    Group(group::GroupArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +81,7 @@ fn main() -> std::process::ExitCode {
             Command::Topic(args) => topic::run(args).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
+            Command::Group(args) => group::run(args).await,
         }
     });
     match result {

@@ -33,6 +33,7 @@ pub(crate) fn topic_entry(node_id: i32, topic: &Topic) -> MetadataResponseTopic 
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(topic.name.clone())))
         .with_topic_id(topic.id)
+        .with_is_internal(topic.name == crate::group::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 

@@ -16,14 +16,25 @@ use crate::broker::Broker;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// The codec's errors (it reports `anyhow` errors), boxed so the crate's errors keep them as
 /// sources without depending on `anyhow`.
@@ -40,6 +51,8 @@ pub struct RequestContext {
     pub api_version: i16,
     /// The client id from the request header.
     pub client_id: Option<String>,
+    /// The client's address (group members' `client_host`).
+    pub peer: std::net::SocketAddr,
 }
 
 /// A handler's outcome. Only Produce with acks=0 uses anything but `Respond`.
@@ -151,6 +164,17 @@ registry! {
     CreatePartitions => create_partitions, CreatePartitionsRequest;
     IncrementalAlterConfigs => incremental_alter_configs, IncrementalAlterConfigsRequest;
     DescribeCluster => describe_cluster, DescribeClusterRequest;
+    FindCoordinator => find_coordinator, FindCoordinatorRequest;
+    JoinGroup => join_group, JoinGroupRequest;
+    SyncGroup => sync_group, SyncGroupRequest;
+    Heartbeat => heartbeat, HeartbeatRequest;
+    LeaveGroup => leave_group, LeaveGroupRequest;
+    OffsetCommit => offset_commit, OffsetCommitRequest;
+    OffsetFetch => offset_fetch, OffsetFetchRequest;
+    ListGroups => list_groups, ListGroupsRequest;
+    DescribeGroups => describe_groups, DescribeGroupsRequest;
+    DeleteGroups => delete_groups, DeleteGroupsRequest;
+    OffsetDelete => offset_delete, OffsetDeleteRequest;
 }
 
 /// The connection must be closed (no response is sent).

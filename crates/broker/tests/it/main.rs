@@ -10,6 +10,7 @@ mod bad_input;
 mod common;
 mod decode_fuzz;
 mod fetch;
+mod groups;
 mod kcat;
 mod lifecycle;
 mod python;

@@ -1,0 +1,713 @@
+//! The group coordinator: drives one [`Group`] state machine per group id.
+//!
+//! Each group lives in a slot behind a `parking_lot` mutex, held only for a state-machine step
+//! and the page-cache append that persists its outcome, never across an `.await`. A request
+//! that must wait (JoinGroup, SyncGroup) parks a oneshot sender in the slot under its request
+//! id and awaits the receiver; the step that completes the rebalance sends the answer. One timer
+//! task per group sleeps until [`Group::next_deadline`] (or until a step changes it, via a
+//! `Notify`) and feeds [`Event::Tick`]. The tasks are owned by the coordinator's `JoinSet` and
+//! stop on its `CancellationToken` (broker shutdown) or when their group is deleted.
+//!
+//! Persistence: committed offsets and group metadata are appended to the group's partition of
+//! `__consumer_offsets` *before* the request is answered, in Kafka's record formats. Lock order:
+//! registry → group slot → partition log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::records::{self, Key};
+use super::state::{
+    CommittedOffset, Event, Group, GroupConfig, GroupState, GroupSummary, Reply, RequestId,
+    StoredGroup, TopicPartitionKey,
+};
+use super::{GroupError, OFFSETS_TOPIC};
+use crate::broker::{Broker, LEADER_EPOCH, Partition, Topic, now_ms};
+use crate::config::BrokerConfig;
+use crate::error::{BrokerError, Result};
+
+/// Kafka's `offsets.topic.segment.bytes` default.
+const OFFSETS_SEGMENT_BYTES: i64 = 100 * 1024 * 1024;
+
+/// Upper bound on the inline timer steps of one event; each step moves the state forward, so
+/// this only guards against a state-machine bug spinning the caller.
+const MAX_INLINE_TICKS: usize = 16;
+
+/// Coordinator settings, from the broker config.
+#[derive(Debug, Clone, Copy)]
+pub struct CoordinatorConfig {
+    /// Group timeouts and delays.
+    pub group: GroupConfig,
+    /// `offsets.topic.num.partitions`.
+    pub offsets_partitions: i32,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_replication_factor: i16,
+    /// `offset.metadata.max.bytes`.
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl CoordinatorConfig {
+    /// From the broker configuration.
+    pub fn from_broker(c: &BrokerConfig) -> CoordinatorConfig {
+        CoordinatorConfig {
+            group: GroupConfig {
+                min_session_timeout_ms: c.group_min_session_timeout_ms,
+                max_session_timeout_ms: c.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms: c.group_initial_rebalance_delay_ms,
+            },
+            offsets_partitions: c.offsets_topic_num_partitions,
+            offsets_replication_factor: c.offsets_topic_replication_factor,
+            offset_metadata_max_bytes: c.offset_metadata_max_bytes.max(0) as usize,
+        }
+    }
+}
+
+/// Monotonic milliseconds since the coordinator started: the state machine's clock.
+#[derive(Debug, Clone, Copy)]
+struct Clock(Instant);
+
+impl Clock {
+    fn now(self) -> i64 {
+        self.0.elapsed().as_millis() as i64
+    }
+    fn instant(self, ms: i64) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.0 + Duration::from_millis(ms.max(0) as u64))
+    }
+}
+
+#[derive(Debug)]
+struct SlotInner {
+    group: Group,
+    waiters: HashMap<RequestId, oneshot::Sender<Reply>>,
+}
+
+/// One group with its waiting requests and its `__consumer_offsets` partition.
+#[derive(Debug)]
+struct GroupSlot {
+    partition: Arc<Partition>,
+    inner: Mutex<SlotInner>,
+    /// Wakes the timer task when a step may have moved the next deadline.
+    wake: Notify,
+}
+
+impl GroupSlot {
+    /// Runs one event (plus any deadline already due), persists, answers waiters.
+    fn step(&self, clock: Clock, event: Event) {
+        let mut inner = self.inner.lock();
+        let now = clock.now();
+        let mut outputs = inner.group.handle(now, event);
+        // Deadlines already due (e.g. an initial rebalance delay of 0) run at once, so the
+        // outcome does not depend on when the timer task gets scheduled.
+        for _ in 0..MAX_INLINE_TICKS {
+            match inner.group.next_deadline() {
+                Some(d) if d <= now => outputs.extend(inner.group.handle(now, Event::Tick)),
+                _ => break,
+            }
+        }
+        if outputs
+            .iter()
+            .any(|o| matches!(o, super::state::Output::StoreGroup))
+        {
+            let mut stored = inner.group.stored();
+            stored.current_state_timestamp = now_ms();
+            let key = records::group_key(inner.group.id());
+            if let Err(e) = append(
+                &self.partition,
+                vec![(key, Some(records::group_value(&stored)))],
+            ) {
+                // The in-memory group stays authoritative; a restart would reload the
+                // previous generation, and its members would rejoin.
+                tracing::warn!(group = %inner.group.id(), error = %e, "cannot persist group metadata");
+            }
+        }
+        for o in outputs {
+            if let super::state::Output::Reply(id, reply) = o
+                && let Some(tx) = inner.waiters.remove(&id)
+            {
+                // The requester may have gone away (shutdown); nothing to do then.
+                let _ = tx.send(reply);
+            }
+        }
+        drop(inner);
+        self.wake.notify_one();
+    }
+}
+
+/// Why a submitted request got no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unanswered {
+    /// The group does not exist (and was not to be created).
+    NoGroup,
+    /// The broker is shutting down, or the group went away while the request waited.
+    Interrupted,
+}
+
+/// The group coordinator. See the module docs.
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    config: CoordinatorConfig,
+    clock: Clock,
+    offsets_topic: RwLock<Option<Arc<Topic>>>,
+    /// Serializes the creation of `__consumer_offsets`.
+    create: Mutex<()>,
+    groups: Mutex<HashMap<String, Arc<GroupSlot>>>,
+    next_request: AtomicU64,
+    timers: Mutex<JoinSet<()>>,
+    cancel: CancellationToken,
+}
+
+impl Drop for GroupCoordinator {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+impl GroupCoordinator {
+    /// A coordinator with no groups.
+    pub fn new(config: CoordinatorConfig) -> GroupCoordinator {
+        GroupCoordinator {
+            config,
+            clock: Clock(Instant::now()),
+            offsets_topic: RwLock::new(None),
+            create: Mutex::new(()),
+            groups: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            timers: Mutex::new(JoinSet::new()),
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// The group settings.
+    pub fn group_config(&self) -> GroupConfig {
+        self.config.group
+    }
+
+    /// `offset.metadata.max.bytes`.
+    pub fn offset_metadata_max_bytes(&self) -> usize {
+        self.config.offset_metadata_max_bytes
+    }
+
+    /// Rebuilds groups and offsets from `__consumer_offsets`, if it exists. Blocking (reads the
+    /// logs); called once when the broker opens.
+    pub fn load(&self, broker: &Broker) -> Result<()> {
+        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let now = self.clock.now();
+        let mut loaded = 0usize;
+        let mut slots = HashMap::new();
+        for partition in &topic.partitions {
+            let mut latest: BTreeMap<Key, Option<Bytes>> = BTreeMap::new();
+            replay(partition, &mut latest)?;
+            let mut offsets: HashMap<String, BTreeMap<TopicPartitionKey, CommittedOffset>> =
+                HashMap::new();
+            let mut metadata: HashMap<String, StoredGroup> = HashMap::new();
+            for (key, value) in latest {
+                let Some(value) = value else { continue };
+                match key {
+                    Key::Offset {
+                        group,
+                        topic,
+                        partition,
+                    } => match records::decode_offset_value(value) {
+                        Ok(o) => {
+                            offsets
+                                .entry(group)
+                                .or_default()
+                                .insert((topic, partition), o);
+                        }
+                        Err(e) => tracing::warn!(%group, error = %e, "skipping offset record"),
+                    },
+                    Key::Group(group) => match records::decode_group_value(value) {
+                        Ok(g) => {
+                            metadata.insert(group, g);
+                        }
+                        Err(e) => tracing::warn!(%group, error = %e, "skipping group record"),
+                    },
+                }
+            }
+            let mut ids: Vec<String> = offsets.keys().chain(metadata.keys()).cloned().collect();
+            ids.sort();
+            ids.dedup();
+            for id in ids {
+                let stored = metadata.remove(&id).unwrap_or(StoredGroup {
+                    protocol_type: String::new(),
+                    generation: 0,
+                    protocol: None,
+                    leader: None,
+                    current_state_timestamp: -1,
+                    members: Vec::new(),
+                });
+                let group = Group::load(
+                    id.clone(),
+                    self.config.group,
+                    stored,
+                    offsets.remove(&id).unwrap_or_default(),
+                    now,
+                );
+                slots.insert(id, self.new_slot(group, Arc::clone(partition)));
+                loaded += 1;
+            }
+        }
+        tracing::info!(
+            groups = loaded,
+            "loaded consumer groups from {OFFSETS_TOPIC}"
+        );
+        *self.groups.lock() = slots;
+        *self.offsets_topic.write() = Some(topic);
+        Ok(())
+    }
+
+    /// Starts the timer tasks of loaded groups. Needs a tokio runtime; idempotent.
+    pub fn start(&self) {
+        let slots: Vec<Arc<GroupSlot>> = self.groups.lock().values().cloned().collect();
+        let mut timers = self.timers.lock();
+        if !timers.is_empty() {
+            return;
+        }
+        for slot in slots {
+            timers.spawn(run_timer(slot, self.clock, self.cancel.clone()));
+        }
+    }
+
+    /// Stops every timer task and interrupts waiting requests' timers (shutdown).
+    pub fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+
+    /// `__consumer_offsets`, created on first use like Kafka's FindCoordinator does, with
+    /// min(`offsets.topic.replication.factor`, live brokers) replicas. Blocking (fsync).
+    pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<Arc<Topic>> {
+        if let Some(t) = self.offsets_topic.read().clone() {
+            return Ok(t);
+        }
+        let _creating = self.create.lock();
+        if let Some(t) = self.offsets_topic.read().clone() {
+            return Ok(t);
+        }
+        const LIVE_BROKERS: i16 = 1;
+        let rf = self.config.offsets_replication_factor.min(LIVE_BROKERS);
+        // No time or size retention: without compaction in storage yet, deleting old segments
+        // would lose the latest offsets of idle groups (Kafka compacts this topic instead).
+        let configs = [
+            ("retention.ms", "-1".to_string()),
+            ("retention.bytes", "-1".to_string()),
+            ("segment.bytes", OFFSETS_SEGMENT_BYTES.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        match broker.create_topic(
+            OFFSETS_TOPIC,
+            self.config.offsets_partitions,
+            rf,
+            configs,
+            false,
+        ) {
+            Ok(_) | Err(BrokerError::TopicAlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let topic = broker
+            .topic(OFFSETS_TOPIC)
+            .ok_or_else(|| group_err("", GroupError::CoordinatorNotAvailable))?;
+        *self.offsets_topic.write() = Some(Arc::clone(&topic));
+        Ok(topic)
+    }
+
+    /// Whether `__consumer_offsets` is ready (no blocking needed before group calls).
+    pub fn is_ready(&self) -> bool {
+        self.offsets_topic.read().is_some()
+    }
+
+    fn new_slot(&self, group: Group, partition: Arc<Partition>) -> Arc<GroupSlot> {
+        Arc::new(GroupSlot {
+            partition,
+            inner: Mutex::new(SlotInner {
+                group,
+                waiters: HashMap::new(),
+            }),
+            wake: Notify::new(),
+        })
+    }
+
+    fn slot(&self, group_id: &str) -> Option<Arc<GroupSlot>> {
+        self.groups.lock().get(group_id).cloned()
+    }
+
+    fn get_or_create(&self, group_id: &str) -> Result<Arc<GroupSlot>, GroupError> {
+        let topic = self
+            .offsets_topic
+            .read()
+            .clone()
+            .ok_or(GroupError::CoordinatorNotAvailable)?;
+        let mut groups = self.groups.lock();
+        if let Some(s) = groups.get(group_id) {
+            return Ok(Arc::clone(s));
+        }
+        let index = records::partition_for(group_id, topic.partitions.len() as i32);
+        let partition = topic
+            .partitions
+            .get(index as usize)
+            .cloned()
+            .ok_or(GroupError::CoordinatorNotAvailable)?;
+        let slot = self.new_slot(Group::new(group_id, self.config.group), partition);
+        groups.insert(group_id.to_string(), Arc::clone(&slot));
+        let mut timers = self.timers.lock();
+        // Reap finished timers (deleted groups) so the set does not grow without bound.
+        while timers.try_join_next().is_some() {}
+        timers.spawn(run_timer(
+            Arc::clone(&slot),
+            self.clock,
+            self.cancel.clone(),
+        ));
+        Ok(slot)
+    }
+
+    /// A fresh member id: `<client or instance id>-<uuid>`, as Kafka makes them.
+    pub fn member_id(prefix: &str) -> String {
+        format!("{prefix}-{}", uuid::Uuid::new_v4())
+    }
+
+    /// Submits a request event and waits for its reply (JoinGroup/SyncGroup may wait for the
+    /// rebalance). `create` makes the group if it does not exist.
+    pub async fn submit(
+        &self,
+        shutdown: &CancellationToken,
+        group_id: &str,
+        create: bool,
+        event: impl FnOnce(RequestId) -> Event,
+    ) -> Result<Reply, Unanswered> {
+        let slot = if create {
+            self.get_or_create(group_id)
+                .map_err(|_| Unanswered::Interrupted)?
+        } else {
+            self.slot(group_id).ok_or(Unanswered::NoGroup)?
+        };
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        slot.inner.lock().waiters.insert(id, tx);
+        slot.step(self.clock, event(id));
+        tokio::select! {
+            reply = rx => reply.map_err(|_| Unanswered::Interrupted),
+            _ = shutdown.cancelled() => {
+                slot.inner.lock().waiters.remove(&id);
+                Err(Unanswered::Interrupted)
+            }
+            _ = self.cancel.cancelled() => {
+                slot.inner.lock().waiters.remove(&id);
+                Err(Unanswered::Interrupted)
+            }
+        }
+    }
+
+    /// OffsetCommit for one group: validates membership and generation, persists, then
+    /// updates the in-memory offsets. An unknown group is created only for a commit outside
+    /// group management (generation < 0), as Kafka does.
+    pub fn commit_offsets(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation_id: i32,
+        offsets: Vec<(TopicPartitionKey, CommittedOffset)>,
+    ) -> Result<()> {
+        let slot = match self.slot(group_id) {
+            Some(s) => s,
+            None if generation_id < 0 => self
+                .get_or_create(group_id)
+                .map_err(|e| group_err(group_id, e))?,
+            None => return Err(group_err(group_id, GroupError::IllegalGeneration)),
+        };
+        let mut inner = slot.inner.lock();
+        inner
+            .group
+            .validate_commit(
+                self.clock.now(),
+                member_id,
+                group_instance_id,
+                generation_id,
+            )
+            .map_err(|e| group_err(group_id, e))?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let batch = offsets
+            .iter()
+            .map(|((t, p), o)| {
+                (
+                    records::offset_key(group_id, t, *p),
+                    Some(records::offset_value(o)),
+                )
+            })
+            .collect();
+        append(&slot.partition, batch)?;
+        inner.group.offsets.extend(offsets);
+        drop(inner);
+        slot.wake.notify_one();
+        Ok(())
+    }
+
+    /// Committed offsets of a group: all of them (`None`), or the requested partitions (`None`
+    /// for a partition without a commit). An unknown group has no offsets.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<Vec<TopicPartitionKey>>,
+    ) -> Vec<(TopicPartitionKey, Option<CommittedOffset>)> {
+        let Some(slot) = self.slot(group_id) else {
+            return wanted
+                .unwrap_or_default()
+                .into_iter()
+                .map(|tp| (tp, None))
+                .collect();
+        };
+        let inner = slot.inner.lock();
+        match wanted {
+            None => inner
+                .group
+                .offsets
+                .iter()
+                .map(|(tp, o)| (tp.clone(), Some(o.clone())))
+                .collect(),
+            Some(list) => list
+                .into_iter()
+                .map(|tp| {
+                    let o = inner.group.offsets.get(&tp).cloned();
+                    (tp, o)
+                })
+                .collect(),
+        }
+    }
+
+    /// Every group: (id, protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let slots: Vec<(String, Arc<GroupSlot>)> = self
+            .groups
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        let mut out: Vec<_> = slots
+            .into_iter()
+            .map(|(id, s)| {
+                let inner = s.inner.lock();
+                let g = &inner.group;
+                (
+                    id,
+                    g.protocol_type().unwrap_or_default().to_string(),
+                    g.state(),
+                )
+            })
+            .filter(|(_, _, state)| *state != GroupState::Dead)
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// DescribeGroups' view of one group, if it exists.
+    pub fn describe(&self, group_id: &str) -> Option<GroupSummary> {
+        let slot = self.slot(group_id)?;
+        let inner = slot.inner.lock();
+        Some(inner.group.summary())
+    }
+
+    /// DeleteGroups: an empty group's offsets and metadata are tombstoned, then it is gone.
+    pub fn delete_group(&self, group_id: &str) -> Result<()> {
+        let mut groups = self.groups.lock();
+        let slot = groups
+            .get(group_id)
+            .cloned()
+            .ok_or_else(|| group_err(group_id, GroupError::GroupIdNotFound))?;
+        let mut inner = slot.inner.lock();
+        inner
+            .group
+            .check_deletable()
+            .map_err(|e| group_err(group_id, e))?;
+        let mut tombstones: Vec<(Bytes, Option<Bytes>)> = inner
+            .group
+            .offsets
+            .keys()
+            .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
+            .collect();
+        tombstones.push((records::group_key(group_id), None));
+        append(&slot.partition, tombstones)?;
+        inner.group.offsets.clear();
+        inner.group.mark_dead();
+        groups.remove(group_id);
+        drop(inner);
+        slot.wake.notify_one();
+        Ok(())
+    }
+
+    /// OffsetDelete: removes the offsets of partitions of topics the group does not consume.
+    /// `Err` is a group-level error; otherwise one result per requested partition.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<TopicPartitionKey>,
+    ) -> Result<Vec<(TopicPartitionKey, Option<GroupError>)>> {
+        let slot = self
+            .slot(group_id)
+            .ok_or_else(|| group_err(group_id, GroupError::GroupIdNotFound))?;
+        let mut inner = slot.inner.lock();
+        let checks = inner
+            .group
+            .check_offset_delete(partitions.iter().map(|(t, _)| t.as_str()))
+            .map_err(|e| group_err(group_id, e))?;
+        let results: Vec<_> = partitions.into_iter().zip(checks).collect();
+        let tombstones: Vec<(Bytes, Option<Bytes>)> = results
+            .iter()
+            .filter(|(tp, err)| err.is_none() && inner.group.offsets.contains_key(tp))
+            .map(|((t, p), _)| (records::offset_key(group_id, t, *p), None))
+            .collect();
+        if !tombstones.is_empty() {
+            append(&slot.partition, tombstones)?;
+        }
+        for (tp, err) in &results {
+            if err.is_none() {
+                inner.group.offsets.remove(tp);
+            }
+        }
+        Ok(results)
+    }
+}
+
+fn group_err(group: &str, source: GroupError) -> BrokerError {
+    BrokerError::Group {
+        group: group.to_string(),
+        source,
+    }
+}
+
+async fn run_timer(slot: Arc<GroupSlot>, clock: Clock, cancel: CancellationToken) {
+    loop {
+        let deadline = {
+            let inner = slot.inner.lock();
+            if inner.group.state() == GroupState::Dead {
+                return;
+            }
+            inner.group.next_deadline()
+        };
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(clock.instant(d)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            // A step may have moved the deadline; recompute it.
+            _ = slot.wake.notified() => {}
+            _ = sleep => slot.step(clock, Event::Tick),
+        }
+    }
+}
+
+/// Appends one uncompressed batch of (key, value) records (a `None` value is a tombstone) to a
+/// `__consumer_offsets` partition and advances its high watermark (single node: the ISR is this
+/// node). The page-cache write happens inline, as Produce does it.
+fn append(partition: &Partition, entries: Vec<(Bytes, Option<Bytes>)>) -> Result<()> {
+    let now = now_ms();
+    let records: Vec<Record> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch when offset - sequence changes; keep one batch.
+            sequence: i as i32 - 1,
+            timestamp: now,
+            key: Some(key),
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| BrokerError::InvalidRecord(format!("cannot encode group records: {e}")))?;
+    let mut log = partition.log.write();
+    let info = log.append_as_leader(buf.freeze(), LEADER_EPOCH, now)?;
+    log.set_high_watermark(info.log_end_offset);
+    drop(log);
+    partition.publish_high_watermark(info.log_end_offset);
+    Ok(())
+}
+
+/// Size of a v2 record batch header; anything shorter cannot be a batch.
+const BATCH_HEADER: usize = 61;
+
+/// Reads a `__consumer_offsets` partition from its start to its end, keeping the last value per
+/// key. Undecodable batches and records are logged and skipped: disk input never panics.
+fn replay(partition: &Partition, latest: &mut BTreeMap<Key, Option<Bytes>>) -> Result<()> {
+    let log = partition.log.read();
+    // Single node: everything in the log was acknowledged, so replay to the log end.
+    let end = log.log_end_offset();
+    let mut offset = log.log_start_offset();
+    while offset < end {
+        let read = log.read(offset, 1 << 20, end, true)?;
+        let mut rest = read.records;
+        let mut progressed = false;
+        while rest.len() >= BATCH_HEADER {
+            let base = i64::from_be_bytes(rest[0..8].try_into().unwrap_or([0; 8]));
+            let len = i32::from_be_bytes(rest[8..12].try_into().unwrap_or([0; 4]));
+            let last_delta = i32::from_be_bytes(rest[23..27].try_into().unwrap_or([0; 4]));
+            let Ok(total) = usize::try_from(len).map(|l| l + 12) else {
+                break;
+            };
+            if total > rest.len() || total < BATCH_HEADER {
+                break;
+            }
+            let mut batch = rest.split_to(total);
+            match RecordBatchDecoder::decode(&mut batch) {
+                Ok(set) => {
+                    for r in set.records.into_iter().filter(|r| !r.control) {
+                        let Some(key) = r.key else {
+                            tracing::warn!("skipping {OFFSETS_TOPIC} record without a key");
+                            continue;
+                        };
+                        match records::decode_key(key) {
+                            Ok(k) => {
+                                latest.insert(k, r.value);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "skipping {OFFSETS_TOPIC} record"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(offset = base, error = %e, "skipping undecodable batch"),
+            }
+            offset = base + i64::from(last_delta) + 1;
+            progressed = true;
+        }
+        if !progressed {
+            tracing::warn!(
+                offset,
+                "stopping {OFFSETS_TOPIC} replay at an unreadable batch"
+            );
+            break;
+        }
+    }
+    Ok(())
+}
