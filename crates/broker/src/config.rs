@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use gregor_storage::TimestampType;
+
 /// Why a configuration was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -171,6 +173,14 @@ pub struct BrokerConfig {
     pub group_min_session_timeout_ms: i32,
     /// `group.max.session.timeout.ms` (default 1800000).
     pub group_max_session_timeout_ms: i32,
+    /// `log.message.timestamp.type` (default `CreateTime`; or `LogAppendTime`).
+    pub log_message_timestamp_type: TimestampType,
+    /// `log.message.timestamp.before.max.ms` (default Long.MAX, i.e. unbounded): how far in the
+    /// past a CreateTime timestamp may be.
+    pub log_message_timestamp_before_max_ms: i64,
+    /// `log.message.timestamp.after.max.ms` (default 3600000 = 1 h since Kafka 4.0, KIP-1030): how
+    /// far in the future a CreateTime timestamp may be.
+    pub log_message_timestamp_after_max_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -205,6 +215,9 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
+            log_message_timestamp_type: TimestampType::CreateTime,
+            log_message_timestamp_before_max_ms: i64::MAX,
+            log_message_timestamp_after_max_ms: 3_600_000,
         }
     }
 }
@@ -239,7 +252,29 @@ pub const KEYS: &[&str] = &[
     "group.initial.rebalance.delay.ms",
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
+    "log.message.timestamp.type",
+    "log.message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms",
 ];
+
+/// Parses a `message.timestamp.type` value. Kafka accepts exactly these two spellings.
+pub fn parse_timestamp_type(value: &str) -> Result<TimestampType, String> {
+    match value {
+        "CreateTime" => Ok(TimestampType::CreateTime),
+        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+        other => Err(format!(
+            "{other:?} is not a timestamp type; use CreateTime or LogAppendTime"
+        )),
+    }
+}
+
+/// Kafka's spelling of a timestamp type.
+pub fn timestamp_type_name(t: TimestampType) -> &'static str {
+    match t {
+        TimestampType::CreateTime => "CreateTime",
+        TimestampType::LogAppendTime => "LogAppendTime",
+    }
+}
 
 /// The environment variable that sets `key`: `GREGOR_` + upper case, dots to underscores.
 pub fn env_name(key: &str) -> String {
@@ -387,6 +422,21 @@ impl BrokerConfig {
             "group.max.session.timeout.ms" => {
                 self.group_max_session_timeout_ms = parse(key, value, origin)?
             }
+            "log.message.timestamp.type" => {
+                self.log_message_timestamp_type =
+                    parse_timestamp_type(value.trim()).map_err(|reason| ConfigError::BadValue {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        origin: origin.to_string(),
+                        reason,
+                    })?
+            }
+            "log.message.timestamp.before.max.ms" => {
+                self.log_message_timestamp_before_max_ms = parse(key, value, origin)?
+            }
+            "log.message.timestamp.after.max.ms" => {
+                self.log_message_timestamp_after_max_ms = parse(key, value, origin)?
+            }
             _ => {
                 return Err(ConfigError::UnknownKey {
                     key: key.to_string(),
@@ -508,6 +558,16 @@ impl BrokerConfig {
             "group.min.session.timeout.ms",
             || "must be >= 0 and <= group.max.session.timeout.ms".into(),
         )?;
+        check(
+            self.log_message_timestamp_before_max_ms >= 0,
+            "log.message.timestamp.before.max.ms",
+            || "must be >= 0".into(),
+        )?;
+        check(
+            self.log_message_timestamp_after_max_ms >= 0,
+            "log.message.timestamp.after.max.ms",
+            || "must be >= 0".into(),
+        )?;
         if let Some(adv) = &self.advertised_listener {
             check(
                 !adv.host.is_empty() && adv.host != "0.0.0.0",
@@ -588,6 +648,9 @@ mod tests {
         assert_eq!(c.message_max_bytes, 1_048_588);
         assert_eq!(c.num_partitions, 1);
         assert!(c.auto_create_topics_enable);
+        assert_eq!(c.log_message_timestamp_type, TimestampType::CreateTime);
+        assert_eq!(c.log_message_timestamp_before_max_ms, i64::MAX);
+        assert_eq!(c.log_message_timestamp_after_max_ms, 3_600_000);
         assert_eq!(
             c.listener,
             Endpoint {
@@ -653,6 +716,16 @@ mod tests {
         assert!(BrokerConfig::load(None, &e, &[]).is_err());
         let e = env(&[("GREGOR_LOG_DIRS", "/a,/b")]);
         assert!(BrokerConfig::load(None, &e, &[]).is_err());
+        let e = env(&[("GREGOR_LOG_MESSAGE_TIMESTAMP_TYPE", "createtime")]);
+        assert!(matches!(
+            BrokerConfig::load(None, &e, &[]),
+            Err(ConfigError::BadValue { .. })
+        ));
+        let e = env(&[("GREGOR_LOG_MESSAGE_TIMESTAMP_AFTER_MAX_MS", "-1")]);
+        assert!(matches!(
+            BrokerConfig::load(None, &e, &[]),
+            Err(ConfigError::Invalid { .. })
+        ));
     }
 
     #[test]
@@ -696,6 +769,7 @@ mod tests {
                 "listeners" | "advertised.listeners" => "PLAINTEXT://h:1",
                 "log.dirs" | "log.dir" => "/x",
                 "auto.create.topics.enable" | "delete.topic.enable" => "false",
+                "log.message.timestamp.type" => "LogAppendTime",
                 _ => "1",
             };
             c.set(key, value, "test")

@@ -65,6 +65,20 @@ pub enum BrokerError {
         /// Required minimum.
         min_isr: i32,
     },
+    /// A CreateTime batch whose header timestamps fall outside the topic's
+    /// `message.timestamp.before.max.ms` / `message.timestamp.after.max.ms` window.
+    #[error(
+        "timestamp {timestamp} of the record batch is out of range; the timestamp should be \
+         within [{min}, {max}]"
+    )]
+    InvalidTimestamp {
+        /// The offending header timestamp (base or max).
+        timestamp: i64,
+        /// Earliest accepted timestamp (`now - before.max.ms`).
+        min: i64,
+        /// Latest accepted timestamp (`now + after.max.ms`).
+        max: i64,
+    },
     /// A fetch or list-offsets for an offset outside [log start, log end].
     #[error("offset {offset} out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
@@ -138,6 +152,7 @@ pub fn error_code(err: &BrokerError) -> ResponseError {
         BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
         BrokerError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
         BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        BrokerError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         BrokerError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
         BrokerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,

@@ -9,6 +9,8 @@ use crate::error::BrokerError;
 /// The value type of a topic config, as DescribeConfigs v3+ reports it (`ConfigType` in Kafka).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigKind {
+    /// Kafka `STRING` (type id 2).
+    String,
     /// Kafka `INT` (type id 3).
     Int,
     /// Kafka `LONG` (type id 5).
@@ -21,6 +23,7 @@ impl ConfigKind {
     /// The id DescribeConfigs puts in `config_type`.
     pub fn type_id(self) -> i8 {
         match self {
+            ConfigKind::String => 2,
             ConfigKind::Int => 3,
             ConfigKind::Long => 5,
             ConfigKind::List => 7,
@@ -54,6 +57,27 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         broker_key: "message.max.bytes",
         kind: ConfigKind::Int,
         doc: "Largest record batch size allowed by Kafka (after compression).",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.after.max.ms",
+        broker_key: "log.message.timestamp.after.max.ms",
+        kind: ConfigKind::Long,
+        doc: "How far a CreateTime timestamp may be ahead of the broker's clock; later batches \
+              are rejected with INVALID_TIMESTAMP.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.before.max.ms",
+        broker_key: "log.message.timestamp.before.max.ms",
+        kind: ConfigKind::Long,
+        doc: "How far a CreateTime timestamp may be behind the broker's clock; older batches \
+              are rejected with INVALID_TIMESTAMP.",
+    },
+    TopicConfigDef {
+        name: "message.timestamp.type",
+        broker_key: "log.message.timestamp.type",
+        kind: ConfigKind::String,
+        doc: "CreateTime (keep the producer's timestamps) or LogAppendTime (the broker's clock \
+              at append).",
     },
     TopicConfigDef {
         name: "min.insync.replicas",
@@ -128,6 +152,10 @@ pub fn validate(name: &str, value: Option<&str>) -> Result<String, BrokerError> 
         }
         "max.message.bytes" => int(0, i32::MAX as i64),
         "min.insync.replicas" => int(1, i32::MAX as i64),
+        "message.timestamp.after.max.ms" | "message.timestamp.before.max.ms" => int(0, i64::MAX),
+        "message.timestamp.type" => crate::config::parse_timestamp_type(value)
+            .map(|t| crate::config::timestamp_type_name(t).to_string())
+            .map_err(invalid),
         "retention.bytes" | "retention.ms" => int(-1, i64::MAX),
         "segment.bytes" => int(MIN_SEGMENT_BYTES, i32::MAX as i64),
         _ => Err(invalid("unsupported".into())),
@@ -154,6 +182,11 @@ pub fn broker_default(config: &BrokerConfig, name: &str) -> String {
         "cleanup.policy" => "delete".into(),
         "max.message.bytes" => config.message_max_bytes.to_string(),
         "min.insync.replicas" => config.min_insync_replicas.to_string(),
+        "message.timestamp.after.max.ms" => config.log_message_timestamp_after_max_ms.to_string(),
+        "message.timestamp.before.max.ms" => config.log_message_timestamp_before_max_ms.to_string(),
+        "message.timestamp.type" => {
+            crate::config::timestamp_type_name(config.log_message_timestamp_type).to_string()
+        }
         "retention.bytes" => config.log_retention_bytes.to_string(),
         "retention.ms" => config.log_retention_ms.to_string(),
         "segment.bytes" => config.log_segment_bytes.to_string(),
@@ -198,6 +231,22 @@ mod tests {
             validate("cleanup.policy", Some("delete")).unwrap(),
             "delete"
         );
+        assert_eq!(
+            validate("message.timestamp.type", Some("LogAppendTime")).unwrap(),
+            "LogAppendTime"
+        );
+        assert_eq!(
+            validate("message.timestamp.before.max.ms", Some("0")).unwrap(),
+            "0"
+        );
+        assert_eq!(
+            validate(
+                "message.timestamp.after.max.ms",
+                Some("9223372036854775807")
+            )
+            .unwrap(),
+            "9223372036854775807"
+        );
     }
 
     #[test]
@@ -212,6 +261,9 @@ mod tests {
             ("min.insync.replicas", Some("0")),
             ("max.message.bytes", Some("-5")),
             ("compression.type", Some("gzip")),
+            ("message.timestamp.type", Some("logappendtime")),
+            ("message.timestamp.after.max.ms", Some("-1")),
+            ("message.timestamp.difference.max.ms", Some("1000")),
             ("retention.ms", None),
         ];
         for (k, v) in cases {

@@ -84,6 +84,21 @@ fn broker_entries(c: &BrokerConfig) -> Vec<(&'static str, String, ConfigKind)> {
             c.min_insync_replicas.to_string(),
             ConfigKind::Int,
         ),
+        (
+            "log.message.timestamp.type",
+            crate::config::timestamp_type_name(c.log_message_timestamp_type).to_string(),
+            ConfigKind::String,
+        ),
+        (
+            "log.message.timestamp.before.max.ms",
+            c.log_message_timestamp_before_max_ms.to_string(),
+            ConfigKind::Long,
+        ),
+        (
+            "log.message.timestamp.after.max.ms",
+            c.log_message_timestamp_after_max_ms.to_string(),
+            ConfigKind::Long,
+        ),
     ]
 }
 

@@ -704,3 +704,139 @@ async fn b22_pipelined_requests_are_answered_in_order() {
     assert_eq!(tb.log_end_offset("t", 0), 20);
     tb.assert_alive().await;
 }
+
+#[tokio::test]
+async fn b19_timestamps_outside_the_topic_bounds_are_invalid_timestamp() {
+    const HOUR: i64 = 3_600_000;
+    let tb = TestBroker::start().await;
+    let mut c = tb.connect().await;
+    let topic_config = |k: &'static str, v: &'static str| {
+        CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str(k))
+            .with_value(Some(StrBytes::from_static_str(v)))
+    };
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        // before.max.ms = 1 h; after.max.ms keeps the Kafka 4 broker default (1 h).
+        CreatableTopic::default()
+            .with_name(name("ts"))
+            .with_num_partitions(2)
+            .with_replication_factor(1)
+            .with_configs(vec![topic_config(
+                "message.timestamp.before.max.ms",
+                "3600000",
+            )]),
+        // LogAppendTime: the broker's clock replaces the producer's, so no bounds apply.
+        CreatableTopic::default()
+            .with_name(name("ts-lat"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![
+                topic_config("message.timestamp.type", "LogAppendTime"),
+                topic_config("message.timestamp.before.max.ms", "0"),
+            ]),
+    ]);
+    let resp = c.send(&req).await.unwrap();
+    assert!(resp.topics.iter().all(|t| t.error_code == 0), "{resp:?}");
+
+    let now = gregor_broker::broker::now_ms();
+    let too_old = batch(&["old"], now - 2 * HOUR);
+    let too_new = batch(&["new"], now + 2 * HOUR);
+    // Only the batch's max timestamp (the second record's) is out of bounds.
+    let max_too_new = gregor_client::records::encode_batch(
+        &[record("a", now), record("b", now + 2 * HOUR)],
+        gregor_client::kafka_protocol::records::Compression::None,
+    )
+    .unwrap();
+    for (what, bad) in [
+        ("base timestamp 2 h old", too_old.clone()),
+        ("timestamp 2 h ahead", too_new),
+        ("max timestamp 2 h ahead", max_too_new),
+    ] {
+        let resp = c
+            .send(&produce_request(
+                1,
+                vec![("ts", 0, Some(bad)), ("ts", 1, Some(batch(&["ok"], now)))],
+            ))
+            .await
+            .unwrap();
+        let parts = &resp.responses[0].partition_responses;
+        assert_eq!(parts[0].error_code, 32, "{what}: INVALID_TIMESTAMP");
+        assert_eq!(parts[0].base_offset, -1, "{what}");
+        let msg = parts[0].error_message.as_ref().unwrap().to_string();
+        assert!(msg.contains("out of range"), "{what}: {msg}");
+        assert_eq!(
+            parts[1].error_code, 0,
+            "{what}: the neighbour is unaffected"
+        );
+    }
+    assert_eq!(tb.log_end_offset("ts", 0), 0, "nothing appended");
+    assert_eq!(tb.log_end_offset("ts", 1), 3, "neighbours appended");
+
+    // acks=0 and an invalid timestamp: no reply, the connection is closed (as for any acks=0
+    // partition error), nothing appended.
+    let mut c0 = tb.connect().await;
+    let v = c0.version_for::<ProduceRequest>().unwrap();
+    c0.write_request(
+        &produce_request(0, vec![("ts", 0, Some(too_old.clone()))]),
+        v,
+    )
+    .await
+    .unwrap();
+    assert_closed(&mut c0).await;
+    assert_eq!(
+        tb.log_end_offset("ts", 0),
+        0,
+        "nothing appended with acks=0"
+    );
+
+    // A corrupt batch with a bad timestamp is reported as corrupt (CRC before timestamps).
+    let mut corrupt = BytesMut::from(&too_old[..]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let (code, _) = produce(&mut c, "ts", 0, corrupt.freeze()).await;
+    assert_eq!(code, 2, "CORRUPT_MESSAGE wins over INVALID_TIMESTAMP");
+
+    // LogAppendTime topics take any producer timestamp.
+    let (code, offset) = produce(&mut c, "ts-lat", 0, too_old.clone()).await;
+    assert_eq!((code, offset), (0, 0), "LogAppendTime ignores the bounds");
+
+    // The bounds are live topic configs: DescribeConfigs shows them, IncrementalAlterConfigs
+    // widens them, and the same old batch is then accepted.
+    let mut client = gregor_client::Client::connect(&tb.addr).await.unwrap();
+    let configs = client.describe_topic_configs("ts").await.unwrap();
+    let value = |k: &str| {
+        configs
+            .iter()
+            .find(|e| e.name == k)
+            .unwrap_or_else(|| panic!("{k} not described"))
+            .clone()
+    };
+    let before = value("message.timestamp.before.max.ms");
+    assert_eq!(
+        (before.value.as_deref(), before.is_default),
+        (Some("3600000"), false)
+    );
+    let after = value("message.timestamp.after.max.ms");
+    assert_eq!(
+        (after.value.as_deref(), after.is_default),
+        (Some("3600000"), true)
+    );
+    assert_eq!(
+        value("message.timestamp.type").value.as_deref(),
+        Some("CreateTime")
+    );
+    client
+        .alter_topic_configs(
+            "ts",
+            &[(
+                "message.timestamp.before.max.ms".into(),
+                i64::MAX.to_string(),
+            )],
+            &[],
+        )
+        .await
+        .unwrap();
+    let (code, offset) = produce(&mut c, "ts", 0, too_old).await;
+    assert_eq!((code, offset), (0, 0), "accepted after widening the bound");
+    tb.assert_alive().await;
+}

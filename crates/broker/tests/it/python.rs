@@ -35,5 +35,5 @@ async fn confluent_kafka_roundtrip() {
 
 #[tokio::test]
 async fn kafka_python_roundtrip() {
-    run_script("kafka_python_roundtrip.py", 40).await;
+    run_script("kafka_python_roundtrip.py", 60).await;
 }
