@@ -13,4 +13,4 @@ if [[ "${CI:-}" == "true" ]]; then export CARGO_INCREMENTAL=0; fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
-cargo nextest run --workspace --all-targets --locked --no-fail-fast --profile ci
+cargo nextest run --workspace --locked --no-fail-fast --profile ci
