@@ -1,8 +1,8 @@
 //! Typed storage errors.
 //!
 //! Every variant keeps enough context (offsets, paths, the underlying `io::Error`) for an operator to
-//! act on it, and [`StorageError::kafka_error_code`] maps it onto the Kafka error code the broker
-//! returns, so the broker never has to parse messages.
+//! act on it. Each variant is one class of failure (corrupt batch, invalid record, too large, I/O,
+//! ...), so the broker's single Kafka-error-code function maps them without parsing messages.
 
 use std::io;
 use std::path::PathBuf;
@@ -121,24 +121,6 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// The Kafka protocol error code the broker should return for this error.
-    pub fn kafka_error_code(&self) -> i16 {
-        match self {
-            StorageError::CorruptMessage { .. } => 2,
-            StorageError::InvalidRecord { .. } => 87,
-            StorageError::MessageTooLarge { .. } => 10,
-            StorageError::RecordListTooLarge { .. } => 18,
-            StorageError::UnsupportedCompression { .. } => 76,
-            StorageError::OffsetOutOfRange { .. } => 1,
-            StorageError::NonContiguousAppend { .. } | StorageError::InvalidArgument { .. } => -1,
-            StorageError::Io { .. }
-            | StorageError::CorruptCheckpoint { .. }
-            | StorageError::CorruptSegment { .. }
-            | StorageError::LogOffline { .. }
-            | StorageError::Closed { .. } => 56,
-        }
-    }
-
     pub(crate) fn corrupt(reason: impl Into<String>) -> Self {
         StorageError::CorruptMessage {
             reason: reason.into(),

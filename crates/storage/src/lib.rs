@@ -20,7 +20,7 @@
 //! - [`log`]: [`PartitionLog`], one partition: append, read, lookups, truncation, retention.
 //! - [`manager`]: [`LogManager`], a data directory of partitions and its background tasks.
 //! - [`config`]: [`LogConfig`], Kafka's topic configs and defaults.
-//! - [`error`]: [`StorageError`] and its mapping to Kafka error codes.
+//! - [`error`]: [`StorageError`], one variant per class of failure.
 //! - [`dump`]: human-readable listing of on-disk state for `gregor tools dump-log`.
 
 pub mod batch;

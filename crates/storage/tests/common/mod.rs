@@ -105,3 +105,14 @@ pub fn read_all(log: &gregor_storage::PartitionLog) -> Vec<Bytes> {
     }
     out
 }
+
+/// The name of an error's variant (`"CorruptMessage"`, `"Io"`, ...): what the broker's one
+/// Kafka-error-code mapping switches on, so tests can assert the class without a second mapping.
+pub fn variant(e: &gregor_storage::StorageError) -> String {
+    let debug = format!("{e:?}");
+    debug
+        .split([' ', '{', '('])
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
