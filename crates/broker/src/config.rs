@@ -633,6 +633,22 @@ fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
 mod tests {
     use super::*;
 
+    /// `deploy/gregor.example.toml` documents every key with its default: it must load, change
+    /// nothing, and name every key (`log.dir` is the one alias it may leave out).
+    #[test]
+    fn the_example_config_lists_every_key_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/gregor.example.toml");
+        let loaded = BrokerConfig::load(Some(&path), &HashMap::new(), &[]).unwrap();
+        assert_eq!(loaded, BrokerConfig::default());
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in KEYS.iter().filter(|k| **k != "log.dir") {
+            assert!(
+                text.contains(&format!("\"{key}\" =")),
+                "{key} is missing from {path:?}"
+            );
+        }
+    }
+
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
