@@ -6,9 +6,11 @@
 //! - `consume`: records from a topic to stdout.
 //! - `server`: run one node (config layering lives in the broker crate).
 //! - `tools`: `dump-log` and other inspection commands.
+//! - `cluster`: `gregor cluster describe` (the controller quorum and its brokers).
 //!
 //! Clap types stay in this crate: the library crates take plain values.
 
+mod cluster;
 mod consume;
 mod produce;
 mod server;
@@ -43,6 +45,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// Inspection tools (dump-log).
     Tools(tools::ToolsArgs),
+    /// Describe the controller quorum and the brokers it knows.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +81,7 @@ fn main() -> std::process::ExitCode {
             Command::Topic(args) => topic::run(args).await,
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
         }
     });
     match result {
