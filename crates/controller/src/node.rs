@@ -221,7 +221,13 @@ impl ControllerNode {
             .iter()
             .map(|(id, addr)| (*id, BasicNode::new(addr)))
             .collect();
-        if config.initialize {
+        // Only a pristine node (no log, no vote) may initialize; skipping the call otherwise
+        // avoids openraft's error log on every restart.
+        let pristine = {
+            let m = raft.metrics().borrow().clone();
+            m.last_log_index.is_none() && m.current_term == 0
+        };
+        if config.initialize && pristine {
             match raft.initialize(members).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(e) => return Err(ControllerError::raft(e)),
