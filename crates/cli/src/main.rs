@@ -7,9 +7,11 @@
 //! - `server`: run one node (config layering lives in the broker crate).
 //! - `tools`: `dump-log` and other inspection commands.
 //! - `group`: `gregor group list|describe|delete|reset-offsets` (kafka-consumer-groups.sh).
+//! - `cluster`: `gregor cluster describe` (the controller quorum and its brokers).
 //!
 //! Clap types stay in this crate: the library crates take plain values.
 
+mod cluster;
 mod consume;
 mod group;
 mod produce;
@@ -47,6 +49,8 @@ enum Command {
     Tools(tools::ToolsArgs),
     /// List, describe, delete consumer groups and reset their offsets.
     Group(group::GroupArgs),
+    /// Describe the controller quorum and the brokers it knows.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -82,6 +86,7 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => produce::run(args).await,
             Command::Consume(args) => consume::run(args).await,
             Command::Group(args) => group::run(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
         }
     });
     match result {

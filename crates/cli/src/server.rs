@@ -1,4 +1,11 @@
 //! `gregor server`: run one node until SIGINT/SIGTERM.
+//!
+//! `process.roles` (flag `--process-roles`, key `process.roles`, env `GREGOR_PROCESS_ROLES`)
+//! picks what runs: `broker` (the default: the single-node Kafka broker, exactly as before),
+//! `controller` (a controller-quorum voter only) or `broker,controller` (both in one process on
+//! separate ports; the broker still keeps its own file-based metadata for now). The controller's
+//! settings are layered by `gregor_controller::ControllerConfig`, the broker's by
+//! `BrokerConfig`; a shared config file may hold both, each side skipping the other's keys.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -7,6 +14,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use gregor_broker::{Broker, BrokerConfig};
+use gregor_controller::ControllerConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +38,21 @@ pub(crate) struct ServerArgs {
     /// `log.dirs`: where partition data and metadata live.
     #[arg(long)]
     log_dirs: Option<String>,
+    /// `process.roles`: `broker` (default), `controller`, or `broker,controller`.
+    #[arg(long)]
+    process_roles: Option<String>,
+    /// `controller.quorum.voters`: `id@host:port,...`, e.g. `1@127.0.0.1:9093`.
+    #[arg(long)]
+    controller_quorum_voters: Option<String>,
+    /// `controller.listener`: the controller's bind address (default: its voter address).
+    #[arg(long)]
+    controller_listener: Option<String>,
+    /// `metadata.log.dir`: the controller's Raft store and meta.properties.
+    #[arg(long)]
+    metadata_log_dir: Option<String>,
+    /// `cluster.id`: needed to format a fresh multi-voter quorum (the same on every voter).
+    #[arg(long)]
+    cluster_id: Option<String>,
     /// Any other property, `key=value` (like kafka-server-start's --override); repeatable.
     #[arg(long = "override", value_parser = parse_key_value)]
     overrides: Vec<(String, String)>,
@@ -44,6 +67,14 @@ impl ServerArgs {
             ("listeners", self.listeners.clone()),
             ("advertised.listeners", self.advertised_listeners.clone()),
             ("log.dirs", self.log_dirs.clone()),
+            ("process.roles", self.process_roles.clone()),
+            (
+                "controller.quorum.voters",
+                self.controller_quorum_voters.clone(),
+            ),
+            ("controller.listener", self.controller_listener.clone()),
+            ("metadata.log.dir", self.metadata_log_dir.clone()),
+            ("cluster.id", self.cluster_id.clone()),
         ];
         for (key, value) in named {
             if let Some(v) = value {
@@ -66,7 +97,105 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
     };
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = BrokerConfig::load(file.as_deref(), &env, &args.overrides())?;
+    let overrides = args.overrides();
+    let roles = ControllerConfig::load(
+        file.as_deref(),
+        &env,
+        &overrides,
+        gregor_broker::config::KEYS,
+    )?;
+    let shutdown = CancellationToken::new();
+    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let result = serve(&roles, file.as_deref(), &env, &overrides, &shutdown).await;
+    signals.abort();
+    result
+}
+
+/// Starts the controller role (if configured), then serves the broker role (if configured)
+/// until `shutdown`; then stops the controller.
+async fn serve(
+    roles: &ControllerConfig,
+    file: Option<&std::path::Path>,
+    env: &HashMap<String, String>,
+    overrides: &[(String, String)],
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let controller = if roles.process_roles.controller {
+        let node = gregor_controller::config::start(roles, shutdown.clone())
+            .await
+            .context("start the controller")?;
+        println!(
+            "gregor {} serving the controller quorum on {} (node {}, cluster {}), metadata in {}",
+            env!("CARGO_PKG_VERSION"),
+            node.local_addr(),
+            node.id(),
+            node.cluster_id(),
+            roles.metadata_log_dir.display()
+        );
+        Some(node)
+    } else {
+        None
+    };
+    let result = if roles.process_roles.broker {
+        run_broker(file, env, overrides, shutdown.clone()).await
+    } else {
+        shutdown.cancelled().await;
+        Ok(())
+    };
+    shutdown.cancel();
+    if let Some(node) = controller {
+        node.shutdown().await.context("stop the controller")?;
+    }
+    result
+}
+
+/// The broker's configuration: its own layering, minus the controller's keys.
+fn broker_config(
+    file: Option<&std::path::Path>,
+    env: &HashMap<String, String>,
+    overrides: &[(String, String)],
+) -> anyhow::Result<BrokerConfig> {
+    let controller_only = |k: &str| {
+        gregor_controller::config::KEYS.contains(&k) && !gregor_broker::config::KEYS.contains(&k)
+    };
+    let overrides: Vec<(String, String)> = overrides
+        .iter()
+        .filter(|(k, _)| !controller_only(k))
+        .cloned()
+        .collect();
+    let file_pairs = match file {
+        Some(path) => gregor_controller::config::read_toml_file(path)?,
+        None => Vec::new(),
+    };
+    if !file_pairs.iter().any(|(k, _)| controller_only(k)) {
+        return Ok(BrokerConfig::load(file, env, &overrides)?);
+    }
+    // The file also holds controller keys: the broker's layers by hand, skipping those.
+    let origin = file.map(|p| p.display().to_string()).unwrap_or_default();
+    let mut config = BrokerConfig::default();
+    for (key, value) in file_pairs.iter().filter(|(k, _)| !controller_only(k)) {
+        config.set(key, value, &origin)?;
+    }
+    for key in gregor_broker::config::KEYS {
+        let name = gregor_broker::config::env_name(key);
+        if let Some(value) = env.get(&name) {
+            config.set(key, value, &name)?;
+        }
+    }
+    for (key, value) in &overrides {
+        config.set(key, value, "command line")?;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+async fn run_broker(
+    file: Option<&std::path::Path>,
+    env: &HashMap<String, String>,
+    overrides: &[(String, String)],
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = broker_config(file, env, overrides)?;
     let bind = config.listener.bind_addr();
     let listener = TcpListener::bind(&bind)
         .await
@@ -77,17 +206,13 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
             .await
             .context("open the broker")??,
     );
-    let shutdown = CancellationToken::new();
-    let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
     println!(
         "gregor {} serving Kafka on {bound} (advertised {}), data in {}",
         env!("CARGO_PKG_VERSION"),
         broker.advertised().bind_addr(),
         broker.config().log_dir.display()
     );
-    let result = gregor_broker::run(listener, broker, shutdown).await;
-    signals.abort();
-    result?;
+    gregor_broker::run(listener, broker, shutdown).await?;
     Ok(())
 }
 

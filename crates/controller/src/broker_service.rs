@@ -119,28 +119,29 @@ impl BrokerService {
         }
     }
 
-    fn not_leader(&self) -> ControllerError {
-        let m = self.raft.metrics().borrow().clone();
-        let leader = m.current_leader.and_then(|id| {
-            m.membership_config
-                .membership()
-                .get_node(&id)
-                .map(|n| (id, n.addr.clone()))
-        });
-        ControllerError::NotLeader { leader }
-    }
-
     fn leader_term(&self) -> Result<u64, ControllerError> {
         let m = self.raft.metrics().borrow().clone();
         if m.state == ServerState::Leader {
             Ok(m.current_term)
         } else {
-            Err(self.not_leader())
+            Err(not_leader(&self.raft))
         }
     }
 }
 
-fn rejected(result: CommandResult) -> Result<CommandResult, ControllerError> {
+/// [`ControllerError::NotLeader`] with the leader's id and address when this node knows them.
+pub(crate) fn not_leader(raft: &Raft) -> ControllerError {
+    let m = raft.metrics().borrow().clone();
+    let leader = m.current_leader.and_then(|id| {
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| (id, n.addr.clone()))
+    });
+    ControllerError::NotLeader { leader }
+}
+
+pub(crate) fn rejected(result: CommandResult) -> Result<CommandResult, ControllerError> {
     match result {
         CommandResult::Rejected(r) => Err(ControllerError::Rejected(r)),
         other => Ok(other),

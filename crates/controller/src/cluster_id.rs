@@ -86,6 +86,22 @@ pub fn format_or_verify(
     }
 }
 
+/// The cluster id `dir` was formatted with, or `None` when it is not formatted yet.
+pub fn read_cluster_id(dir: &Path) -> Result<Option<ClusterId>, ControllerError> {
+    let path = dir.join(META_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let (cluster, _) = parse_meta(&text)?;
+            ClusterId::new(cluster).map(Some)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ControllerError::io(
+            format!("reading {}", path.display()),
+            e,
+        )),
+    }
+}
+
 fn parse_meta(text: &str) -> Result<(String, NodeId), ControllerError> {
     let malformed = |reason: String| ControllerError::MalformedMeta {
         file: META_FILE.into(),

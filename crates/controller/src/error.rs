@@ -112,9 +112,10 @@ pub fn to_status(e: &ControllerError) -> tonic::Status {
             PlanError::TopicExists(_) => Code::AlreadyExists,
             PlanError::UnknownTopic(_) | PlanError::UnknownBroker(_) => Code::NotFound,
             PlanError::StaleBrokerEpoch { .. } => Code::FailedPrecondition,
-            PlanError::InvalidReplicationFactor { .. } | PlanError::InvalidPartitions(_) => {
-                Code::InvalidArgument
-            }
+            PlanError::InvalidReplicationFactor { .. }
+            | PlanError::InvalidPartitions(_)
+            | PlanError::InvalidTopicName(_)
+            | PlanError::InvalidRequest(_) => Code::InvalidArgument,
         },
         ControllerError::Payload(_) | ControllerError::Decode(_) => Code::InvalidArgument,
         ControllerError::InvalidConfig(_)

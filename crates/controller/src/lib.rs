@@ -13,11 +13,17 @@
 //!   refused.
 //! - [`broker_service`]: the `BrokerLifecycle` gRPC service (register, heartbeat, ordered
 //!   metadata stream with snapshot catch-up) and the leader's planner loop.
+//! - [`admin_service`]: the `ControllerAdmin` gRPC service (describe the quorum; topic,
+//!   partition, config and producer-id writes executed by the leader through the planner).
+//! - [`config`]: the layered [`config::ControllerConfig`] (Kafka property names, as for the broker)
+//!   and [`run`], the controller role of a process.
 //! - [`node`]: a running controller ([`node::ControllerNode`]) owning its tasks.
 //! - [`error`]: [`error::ControllerError`] and its one mapping to gRPC statuses.
 
+pub mod admin_service;
 pub mod broker_service;
 pub mod cluster_id;
+pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod metadata;
@@ -26,3 +32,5 @@ pub mod node;
 pub mod planner;
 pub mod raft_types;
 pub mod store;
+
+pub use config::{ControllerConfig, run};

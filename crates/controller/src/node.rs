@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gregor_proto::controller::v1::broker_lifecycle_server::BrokerLifecycleServer;
+use gregor_proto::controller::v1::controller_admin_server::ControllerAdminServer;
 use gregor_proto::controller::v1::raft_server::RaftServer;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, SnapshotPolicy};
@@ -14,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin_service::AdminService;
 use crate::broker_service::{BrokerService, LeaderClock, run_planner};
 use crate::cluster_id::{ClusterId, format_or_verify};
 use crate::error::ControllerError;
@@ -71,7 +73,7 @@ impl RaftTiming {
 
 /// Configuration of one controller.
 #[derive(Debug, Clone)]
-pub struct ControllerConfig {
+pub struct NodeConfig {
     /// This controller's id; must be one of `voters`.
     pub node_id: NodeId,
     /// The cluster this node belongs to (checked against the data directory and every peer).
@@ -86,9 +88,13 @@ pub struct ControllerConfig {
     pub broker_session_timeout_ms: u64,
     /// How often the leader runs the planner.
     pub planner_tick_ms: u64,
+    /// Call openraft's `initialize` with `voters` on start. openraft refuses it (harmlessly)
+    /// unless this node's Raft state is pristine. [`crate::config::start`] sets it on the lowest
+    /// voter only; tests may let every voter initialize with the same membership.
+    pub initialize: bool,
 }
 
-impl ControllerConfig {
+impl NodeConfig {
     /// A configuration with the documented defaults for timing and sessions.
     pub fn new(
         node_id: NodeId,
@@ -104,6 +110,7 @@ impl ControllerConfig {
             timing: RaftTiming::default(),
             broker_session_timeout_ms: crate::planner::DEFAULT_SESSION_TIMEOUT_MS,
             planner_tick_ms: crate::planner::DEFAULT_PLANNER_TICK_MS,
+            initialize: true,
         }
     }
 }
@@ -112,6 +119,7 @@ impl ControllerConfig {
 /// the cancellation token's owner.
 pub struct ControllerNode {
     id: NodeId,
+    cluster_id: ClusterId,
     raft: Raft,
     view: MetadataView,
     addr: SocketAddr,
@@ -133,7 +141,7 @@ impl ControllerNode {
     /// Formats or verifies the data directory, opens the store, starts Raft and serves gRPC on
     /// `listener` until `shutdown` is cancelled.
     pub async fn start(
-        config: ControllerConfig,
+        config: NodeConfig,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<Self, ControllerError> {
@@ -154,7 +162,7 @@ impl ControllerNode {
     /// directory. Tests use it to restart a node in-process on the same store (sled releases
     /// its file lock asynchronously, so reopening the directory in-process can race).
     pub async fn start_with_backend<B: KvBackend>(
-        config: ControllerConfig,
+        config: NodeConfig,
         kv: Arc<B>,
         listener: TcpListener,
         shutdown: CancellationToken,
@@ -183,6 +191,7 @@ impl ControllerNode {
             clock.clone(),
             token.clone(),
         );
+        let admin = AdminService::new(raft.clone(), view.clone(), config.cluster_id.clone());
         tasks.spawn(run_planner(
             raft.clone(),
             view.clone(),
@@ -196,6 +205,7 @@ impl ControllerNode {
             tonic::transport::Server::builder()
                 .add_service(RaftServer::new(service))
                 .add_service(BrokerLifecycleServer::new(brokers))
+                .add_service(ControllerAdminServer::new(admin))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     stop.cancelled_owned(),
@@ -204,19 +214,28 @@ impl ControllerNode {
                 .map_err(ControllerError::raft)
         });
 
-        // Every voter initializes with the same static membership; on a restart (or when a
-        // peer's vote already arrived) openraft answers NotAllowed, which is expected.
+        // Initializing voters use the same static membership; on a restart (or when a peer's
+        // vote already arrived) openraft answers NotAllowed, which is expected.
         let members: BTreeMap<NodeId, BasicNode> = config
             .voters
             .iter()
             .map(|(id, addr)| (*id, BasicNode::new(addr)))
             .collect();
-        match raft.initialize(members).await {
-            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-            Err(e) => return Err(ControllerError::raft(e)),
+        // Only a pristine node (no log, no vote) may initialize; skipping the call otherwise
+        // avoids openraft's error log on every restart.
+        let pristine = {
+            let m = raft.metrics().borrow().clone();
+            m.last_log_index.is_none() && m.current_term == 0
+        };
+        if config.initialize && pristine {
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(ControllerError::raft(e)),
+            }
         }
         Ok(Self {
             id: config.node_id,
+            cluster_id: config.cluster_id.clone(),
             raft,
             view,
             addr,
@@ -228,6 +247,11 @@ impl ControllerNode {
     /// This controller's id.
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The cluster this controller belongs to.
+    pub fn cluster_id(&self) -> &ClusterId {
+        &self.cluster_id
     }
 
     /// The openraft handle (metrics, membership).
@@ -272,7 +296,7 @@ impl ControllerNode {
     }
 }
 
-fn check_voters(config: &ControllerConfig) -> Result<(), ControllerError> {
+fn check_voters(config: &NodeConfig) -> Result<(), ControllerError> {
     if config.voters.contains_key(&config.node_id) {
         Ok(())
     } else {

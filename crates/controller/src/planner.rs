@@ -17,6 +17,10 @@
 //! - **Preferred leader**: when the first replica is active and back in the ISR, it leads again.
 //! - **Sessions** ([`plan_session_expiry`]): an active broker not heard from for
 //!   `session_timeout_ms` is fenced; its leaderships then move by the election rule.
+//! - **Admin writes** ([`plan_create_topic`], [`plan_create_partitions`], [`plan_delete_topic`],
+//!   [`plan_alter_configs`], [`plan_allocate_producer_ids`]): validated against the image (Kafka's
+//!   topic-name rules, existence, broker epochs) so that the caller gets a typed error instead of
+//!   a rejected log entry; apply still re-validates.
 //! - **Heartbeats** ([`plan_heartbeat`]): a fenced broker whose metadata offset reached its own
 //!   registration is unfenced; `want_fence` fences it (controlled shutdown).
 //!
@@ -27,7 +31,7 @@ use std::collections::BTreeMap;
 
 use uuid::Uuid;
 
-use crate::metadata::{BrokerId, Command, MetadataImage, PartitionState};
+use crate::metadata::{BrokerId, Command, ConfigResource, MetadataImage, PartitionState};
 
 /// Milliseconds on the leader controller's clock.
 pub type Millis = u64;
@@ -72,6 +76,12 @@ pub enum PlanError {
         /// Epoch in the heartbeat.
         got: u64,
     },
+    /// The topic name breaks Kafka's rules (1-249 characters of `[A-Za-z0-9._-]`, not `.`/`..`).
+    #[error("invalid topic name {0:?}: 1-249 characters of [A-Za-z0-9._-], not '.' or '..'")]
+    InvalidTopicName(String),
+    /// A request that cannot be valid (empty config key, empty producer-id block).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
 }
 
 /// A topic creation request.
@@ -197,6 +207,7 @@ pub fn plan_create_topic(
     image: &MetadataImage,
     req: &CreateTopicRequest,
 ) -> Result<Vec<Command>, PlanError> {
+    validate_topic_name(&req.name)?;
     if image.topics.contains_key(&req.name) {
         return Err(PlanError::TopicExists(req.name.clone()));
     }
@@ -230,6 +241,88 @@ pub fn plan_create_partitions(
     Ok(vec![Command::CreatePartitions {
         topic: topic.to_owned(),
         assignments: assign_replicas(image, total - have, rf)?,
+    }])
+}
+
+/// Kafka's topic-name rule: 1-249 characters of `[A-Za-z0-9._-]`, and not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), PlanError> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PlanError::InvalidTopicName(name.to_owned()))
+    }
+}
+
+/// Plans deleting `name`.
+pub fn plan_delete_topic(image: &MetadataImage, name: &str) -> Result<Vec<Command>, PlanError> {
+    if !image.topics.contains_key(name) {
+        return Err(PlanError::UnknownTopic(name.to_owned()));
+    }
+    Ok(vec![Command::DeleteTopic {
+        name: name.to_owned(),
+    }])
+}
+
+/// Plans config changes on an existing topic, a registered broker or the cluster. An empty
+/// change list plans nothing.
+pub fn plan_alter_configs(
+    image: &MetadataImage,
+    resource: &ConfigResource,
+    changes: &[(String, Option<String>)],
+) -> Result<Vec<Command>, PlanError> {
+    match resource {
+        ConfigResource::Topic(t) if !image.topics.contains_key(t) => {
+            return Err(PlanError::UnknownTopic(t.clone()));
+        }
+        ConfigResource::Broker(b) if !image.brokers.contains_key(b) => {
+            return Err(PlanError::UnknownBroker(*b));
+        }
+        _ => {}
+    }
+    if changes.iter().any(|(k, _)| k.trim().is_empty()) {
+        return Err(PlanError::InvalidRequest("empty config key".into()));
+    }
+    if changes.is_empty() {
+        return Ok(vec![]);
+    }
+    Ok(vec![Command::AlterConfigs {
+        resource: resource.clone(),
+        changes: changes.to_vec(),
+    }])
+}
+
+/// Plans a producer-id block for a registered broker at its current epoch.
+pub fn plan_allocate_producer_ids(
+    image: &MetadataImage,
+    broker_id: BrokerId,
+    broker_epoch: u64,
+    count: u32,
+) -> Result<Vec<Command>, PlanError> {
+    let b = image
+        .brokers
+        .get(&broker_id)
+        .ok_or(PlanError::UnknownBroker(broker_id))?;
+    if b.epoch != broker_epoch {
+        return Err(PlanError::StaleBrokerEpoch {
+            broker_id,
+            current: b.epoch,
+            got: broker_epoch,
+        });
+    }
+    if count == 0 {
+        return Err(PlanError::InvalidRequest("empty producer id block".into()));
+    }
+    Ok(vec![Command::AllocateProducerIds {
+        broker_id,
+        broker_epoch,
+        count,
     }])
 }
 

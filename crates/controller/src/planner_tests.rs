@@ -208,6 +208,101 @@ fn create_existing_topic_is_refused() {
     );
 }
 
+#[test]
+fn topic_names_follow_kafkas_rules() {
+    let img = brokers(1);
+    for bad in ["", ".", "..", "a b", "a/b", "é", &"x".repeat(250)] {
+        assert_eq!(
+            plan_create_topic(&img, &create(bad, 1, 1)),
+            Err(PlanError::InvalidTopicName(bad.to_owned())),
+            "{bad:?}"
+        );
+    }
+    for good in ["a", "a.b_c-D9", "...", &"x".repeat(249)] {
+        assert!(
+            plan_create_topic(&img, &create(good, 1, 1)).is_ok(),
+            "{good:?}"
+        );
+    }
+}
+
+#[test]
+fn delete_topic_plans_one_command_and_needs_the_topic() {
+    let img = with_topic(brokers(1), "t", &[(&[1], &[1], Some(1))]);
+    assert_eq!(
+        plan_delete_topic(&img, "t"),
+        Ok(vec![Command::DeleteTopic { name: "t".into() }])
+    );
+    assert_eq!(
+        plan_delete_topic(&img, "u"),
+        Err(PlanError::UnknownTopic("u".into()))
+    );
+}
+
+#[test]
+fn alter_configs_checks_the_resource_and_keys() {
+    let img = with_topic(brokers(1), "t", &[(&[1], &[1], Some(1))]);
+    let set = vec![("retention.ms".to_owned(), Some("1000".to_owned()))];
+    for resource in [
+        ConfigResource::Cluster,
+        ConfigResource::Broker(1),
+        ConfigResource::Topic("t".into()),
+    ] {
+        assert_eq!(
+            plan_alter_configs(&img, &resource, &set),
+            Ok(vec![Command::AlterConfigs {
+                resource: resource.clone(),
+                changes: set.clone()
+            }])
+        );
+    }
+    assert_eq!(
+        plan_alter_configs(&img, &ConfigResource::Topic("u".into()), &set),
+        Err(PlanError::UnknownTopic("u".into()))
+    );
+    assert_eq!(
+        plan_alter_configs(&img, &ConfigResource::Broker(9), &set),
+        Err(PlanError::UnknownBroker(9))
+    );
+    assert!(matches!(
+        plan_alter_configs(&img, &ConfigResource::Cluster, &[(" ".into(), None)]),
+        Err(PlanError::InvalidRequest(_))
+    ));
+    assert_eq!(
+        plan_alter_configs(&img, &ConfigResource::Cluster, &[]),
+        Ok(vec![])
+    );
+}
+
+#[test]
+fn producer_ids_need_the_current_broker_epoch() {
+    let img = brokers(2);
+    assert_eq!(
+        plan_allocate_producer_ids(&img, 2, 20, 1000),
+        Ok(vec![Command::AllocateProducerIds {
+            broker_id: 2,
+            broker_epoch: 20,
+            count: 1000
+        }])
+    );
+    assert_eq!(
+        plan_allocate_producer_ids(&img, 2, 10, 1000),
+        Err(PlanError::StaleBrokerEpoch {
+            broker_id: 2,
+            current: 20,
+            got: 10
+        })
+    );
+    assert_eq!(
+        plan_allocate_producer_ids(&img, 3, 30, 1000),
+        Err(PlanError::UnknownBroker(3))
+    );
+    assert!(matches!(
+        plan_allocate_producer_ids(&img, 2, 20, 0),
+        Err(PlanError::InvalidRequest(_))
+    ));
+}
+
 // ----- election ------------------------------------------------------------------------------
 
 #[test]

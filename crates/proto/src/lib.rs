@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`controller::v1`]: the `Raft` service (controller to controller: openraft messages in a
 //!   `bytes` payload) and the `BrokerLifecycle` service (broker registration, heartbeats and the
-//!   ordered metadata stream).
+//!   ordered metadata stream) and the `ControllerAdmin` service (describe the quorum; topic,
+//!   partition, config and producer-id writes executed by the leader controller).
 //!
 //! This is the only crate with a build script; `protoc` is vendored so building needs no system
 //! package. Everything else depends on the generated types through this crate.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use gregor_controller::cluster_id::ClusterId;
 use gregor_controller::metadata::{Command, CommandResult};
-use gregor_controller::node::{ControllerConfig, ControllerNode, RaftTiming};
+use gregor_controller::node::{ControllerNode, NodeConfig, RaftTiming};
 use gregor_controller::raft_types::NodeId;
 use gregor_controller::store::SledBackend;
 use gregor_proto::controller::v1::RaftRequest;
@@ -28,21 +28,45 @@ pub struct Cluster {
     stores: BTreeMap<NodeId, Arc<SledBackend>>,
     pub nodes: BTreeMap<NodeId, ControllerNode>,
     timing: RaftTiming,
+    session_timeout_ms: u64,
     token: CancellationToken,
 }
 
 impl Cluster {
     /// Three nodes started the production way (format, open sled, serve).
     pub async fn start(timing: RaftTiming) -> anyhow::Result<Self> {
-        Self::start_inner(timing, false).await
+        Self::start_inner(
+            timing,
+            false,
+            gregor_controller::planner::DEFAULT_SESSION_TIMEOUT_MS,
+        )
+        .await
+    }
+
+    /// Like [`Cluster::start`] with another `broker.session.timeout.ms` (tests that register
+    /// brokers without heartbeating them).
+    pub async fn start_with_session_timeout(
+        timing: RaftTiming,
+        session_timeout_ms: u64,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(timing, false, session_timeout_ms).await
     }
 
     /// Three nodes on sled stores the test keeps open, so a node can restart in-process.
     async fn start_restartable(timing: RaftTiming) -> anyhow::Result<Self> {
-        Self::start_inner(timing, true).await
+        Self::start_inner(
+            timing,
+            true,
+            gregor_controller::planner::DEFAULT_SESSION_TIMEOUT_MS,
+        )
+        .await
     }
 
-    async fn start_inner(timing: RaftTiming, keep_stores: bool) -> anyhow::Result<Self> {
+    async fn start_inner(
+        timing: RaftTiming,
+        keep_stores: bool,
+        session_timeout_ms: u64,
+    ) -> anyhow::Result<Self> {
         let mut listeners = BTreeMap::new();
         let mut voters = BTreeMap::new();
         for id in 1..=3u64 {
@@ -57,6 +81,7 @@ impl Cluster {
             stores: BTreeMap::new(),
             nodes: BTreeMap::new(),
             timing,
+            session_timeout_ms,
             token: CancellationToken::new(),
         };
         for (id, l) in listeners {
@@ -75,10 +100,11 @@ impl Cluster {
         Ok(c)
     }
 
-    fn config(&self, id: NodeId, dir: &std::path::Path) -> ControllerConfig {
-        ControllerConfig {
+    fn config(&self, id: NodeId, dir: &std::path::Path) -> NodeConfig {
+        NodeConfig {
             timing: self.timing,
-            ..ControllerConfig::new(
+            broker_session_timeout_ms: self.session_timeout_ms,
+            ..NodeConfig::new(
                 id,
                 self.cluster_id.clone(),
                 dir.to_path_buf(),
@@ -115,7 +141,7 @@ impl Cluster {
         Ok(leader)
     }
 
-    async fn wait_applied(&self, index: u64) -> anyhow::Result<()> {
+    pub async fn wait_applied(&self, index: u64) -> anyhow::Result<()> {
         for node in self.nodes.values() {
             node.raft()
                 .wait(Some(DEADLINE))
@@ -125,7 +151,11 @@ impl Cluster {
         Ok(())
     }
 
-    async fn propose(&self, leader: NodeId, cmd: Command) -> anyhow::Result<(u64, CommandResult)> {
+    pub async fn propose(
+        &self,
+        leader: NodeId,
+        cmd: Command,
+    ) -> anyhow::Result<(u64, CommandResult)> {
         let c = self.nodes[&leader].propose(cmd).await?;
         Ok((c.offset, c.result))
     }

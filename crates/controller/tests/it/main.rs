@@ -1,5 +1,6 @@
 //! Integration tests of the controller quorum (one binary: one link).
 
+mod admin;
 mod brokers;
 mod grpc_cluster;
 mod router;
