@@ -3,11 +3,9 @@
 //! and a timestamp, admin create/delete topics, metadata. Every wait has a deadline.
 //!
 //! Consumers set `group.id` but only `assign` and never commit (`enable.auto.commit=false`,
-//! `enable.auto.offset.store=false`). With a `group.id` librdkafka still starts its group state
-//! machine (state `query-coord`), but it only sends FindCoordinator to a broker whose ApiVersions
-//! include it (`rd_kafka_broker_any_usable(.., RD_KAFKA_FEATURE_BROKER_GROUP_COORD, ..)` in
-//! `rdkafka_cgrp.c`); Gregor does not advertise FindCoordinator yet, so the query is never sent
-//! (its debug log says "no broker available for coordinator query") and fetching is unaffected.
+//! `enable.auto.offset.store=false`). With a `group.id` librdkafka still looks up the group's
+//! coordinator (which creates the internal `__consumer_offsets` topic) but joins nothing, so
+//! fetching by assignment is unaffected.
 
 // Test code: a failed unwrap is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -228,9 +226,12 @@ fn admin_creates_and_deletes_topics_and_metadata_lists_them() {
     let md = c.fetch_metadata(None, DEADLINE).unwrap();
     assert_eq!(md.brokers().len(), 1);
     assert_eq!(md.brokers()[0].host(), "127.0.0.1");
+    // Internal topics (`__consumer_offsets`, created when the consumer's group.id makes
+    // librdkafka look up its coordinator) are listed too, as Kafka does; only ours matter here.
     let mut topics: Vec<(String, usize)> = md
         .topics()
         .iter()
+        .filter(|t| !t.name().starts_with("__"))
         .map(|t| (t.name().to_string(), t.partitions().len()))
         .collect();
     topics.sort();
@@ -268,7 +269,12 @@ fn admin_creates_and_deletes_topics_and_metadata_lists_them() {
         ]
     );
     let md = c.fetch_metadata(None, DEADLINE).unwrap();
-    let names: Vec<&str> = md.topics().iter().map(|t| t.name()).collect();
+    let names: Vec<&str> = md
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|n| !n.starts_with("__"))
+        .collect();
     assert_eq!(names, vec!["rd-admin-a"]);
     // Asking for a deleted topic (auto-create off) answers UNKNOWN_TOPIC_OR_PARTITION.
     let md = c.fetch_metadata(Some("rd-admin-b"), DEADLINE).unwrap();
