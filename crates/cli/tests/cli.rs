@@ -2,127 +2,16 @@
 //! Kafka-style errors with non-zero exit codes, dump-log, and a clean SIGTERM shutdown.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-const GREGOR: &str = env!("CARGO_BIN_EXE_gregor");
-const DEADLINE: Duration = Duration::from_secs(30);
+use std::process::Command;
 
-/// A `gregor server` child process, killed on drop if still running.
-struct Server {
-    child: Option<Child>,
-    bootstrap: String,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let mut child = Command::new(GREGOR)
-            .args([
-                "server",
-                "--listeners",
-                "PLAINTEXT://127.0.0.1:0",
-                "--log-dirs",
-            ])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn gregor server");
-        // The server prints its bound address once it serves; wait for that line.
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(DEADLINE)
-            .expect("server did not report its address");
-        let addr = line
-            .split_whitespace()
-            .skip_while(|w| *w != "on")
-            .nth(1)
-            .expect("address in the serving line")
-            .to_string();
-        Server {
-            child: Some(child),
-            bootstrap: addr,
-        }
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait());
-        });
-        rx.recv_timeout(DEADLINE)
-            .expect("server did not stop within the deadline")
-            .expect("wait")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn gregor(args: &[&str], bootstrap: &str, stdin: Option<&str>) -> Output {
-    let mut cmd = Command::new(GREGOR);
-    cmd.args(args)
-        .arg("--bootstrap")
-        .arg(bootstrap)
-        .env("RUST_LOG", "warn");
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn gregor");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    rx.recv_timeout(DEADLINE)
-        .expect("gregor command timed out")
-        .expect("output")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{GREGOR, Server, gregor, stderr, stdout};
 
 #[test]
 fn a_session_with_the_gregor_binary() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(dir.path(), &[]);
     let b = server.bootstrap.clone();
 
     let out = gregor(
