@@ -10,58 +10,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use gregor_config::{ConfigError, env_name};
+use gregor_config::{parse, read_toml_file};
 use gregor_storage::TimestampType;
-
-/// Why a configuration was rejected.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The key is not one the broker knows.
-    #[error("unknown config key {key:?} (from {origin})")]
-    UnknownKey {
-        /// The key as given.
-        key: String,
-        /// Which layer supplied it.
-        origin: String,
-    },
-    /// The value does not parse as the key's type.
-    #[error("config {key}: cannot parse {value:?} (from {origin}): {reason}")]
-    BadValue {
-        /// The key.
-        key: String,
-        /// The rejected value.
-        value: String,
-        /// Which layer supplied it.
-        origin: String,
-        /// What was expected.
-        reason: String,
-    },
-    /// The values parse but do not make sense together or alone.
-    #[error("config {key}: {reason}")]
-    Invalid {
-        /// The key.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The config file could not be read.
-    #[error("cannot read config file {path}")]
-    ReadFile {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML.
-    #[error("cannot parse config file {path}")]
-    ParseFile {
-        /// The file.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: toml::de::Error,
-    },
-}
 
 /// A `host:port` a listener binds to or a client is told to connect to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,26 +227,6 @@ pub fn timestamp_type_name(t: TimestampType) -> &'static str {
     }
 }
 
-/// The environment variable that sets `key`: `GREGOR_` + upper case, dots to underscores.
-pub fn env_name(key: &str) -> String {
-    format!("GREGOR_{}", key.to_ascii_uppercase().replace('.', "_"))
-}
-
-fn parse<T: std::str::FromStr>(key: &str, value: &str, origin: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .trim()
-        .parse::<T>()
-        .map_err(|e| ConfigError::BadValue {
-            key: key.to_string(),
-            value: value.to_string(),
-            origin: origin.to_string(),
-            reason: e.to_string(),
-        })
-}
-
 impl BrokerConfig {
     /// Builds the configuration from all layers and validates it.
     ///
@@ -309,19 +240,10 @@ impl BrokerConfig {
     ) -> Result<BrokerConfig, ConfigError> {
         let mut config = BrokerConfig::default();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            config
-                .apply_toml(&text, &path.display().to_string())
-                .map_err(|e| match e {
-                    Err(source) => ConfigError::ParseFile {
-                        path: path.to_path_buf(),
-                        source,
-                    },
-                    Ok(e) => e,
-                })?;
+            let origin = path.display().to_string();
+            for (key, value) in read_toml_file(path)? {
+                config.set(&key, &value, &origin)?;
+            }
         }
         for key in KEYS {
             if let Some(value) = env.get(&env_name(key)) {
@@ -333,22 +255,6 @@ impl BrokerConfig {
         }
         config.validate()?;
         Ok(config)
-    }
-
-    /// Applies a TOML document. Nested tables are flattened with dots, so `[log] dirs = ".."`
-    /// and `"log.dirs" = ".."` mean the same. The outer `Err` is a syntax error.
-    fn apply_toml(
-        &mut self,
-        text: &str,
-        origin: &str,
-    ) -> Result<(), Result<ConfigError, toml::de::Error>> {
-        let table: toml::Table = toml::from_str(text).map_err(Err)?;
-        let mut flat = Vec::new();
-        flatten("", &table, &mut flat);
-        for (key, value) in flat {
-            self.set(&key, &value, origin).map_err(Ok)?;
-        }
-        Ok(())
     }
 
     /// Sets one property by its Kafka name. `origin` names the layer for error messages.
@@ -600,31 +506,6 @@ impl BrokerConfig {
         Endpoint {
             host,
             port: bound.port(),
-        }
-    }
-}
-
-fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
-    for (k, v) in table {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match v {
-            toml::Value::Table(t) => flatten(&key, t, out),
-            toml::Value::String(s) => out.push((key, s.clone())),
-            toml::Value::Array(items) => {
-                let joined: Vec<String> = items
-                    .iter()
-                    .map(|i| match i {
-                        toml::Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    })
-                    .collect();
-                out.push((key, joined.join(",")));
-            }
-            other => out.push((key, other.to_string())),
         }
     }
 }

@@ -27,61 +27,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster_id::{ClusterId, read_cluster_id};
+pub use gregor_config::{ConfigError, env_name, read_toml_file};
+use gregor_config::{bad_value, parse};
+
 use crate::error::ControllerError;
 use crate::node::{ControllerNode, NodeConfig};
 use crate::planner::{DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_SESSION_TIMEOUT_MS};
 use crate::raft_types::NodeId;
-
-/// Why a configuration was rejected.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// Neither a controller key nor one of the caller's foreign keys.
-    #[error("unknown config key {key:?} (from {origin})")]
-    UnknownKey {
-        /// The key as given.
-        key: String,
-        /// Which layer supplied it.
-        origin: String,
-    },
-    /// The value does not parse as the key's type.
-    #[error("config {key}: cannot parse {value:?} (from {origin}): {reason}")]
-    BadValue {
-        /// The key.
-        key: String,
-        /// The rejected value.
-        value: String,
-        /// Which layer supplied it.
-        origin: String,
-        /// What was expected.
-        reason: String,
-    },
-    /// The values parse but do not make sense together.
-    #[error("config {key}: {reason}")]
-    Invalid {
-        /// The key.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The config file could not be read.
-    #[error("cannot read config file {path}")]
-    ReadFile {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML.
-    #[error("cannot parse config file {path}")]
-    ParseFile {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: toml::de::Error,
-    },
-}
 
 /// Which roles this process runs (`process.roles`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,49 +116,6 @@ pub const KEYS: &[&str] = &[
     "broker.session.timeout.ms",
 ];
 
-/// The environment variable that sets `key`: `GREGOR_` + upper case, dots to underscores.
-pub fn env_name(key: &str) -> String {
-    format!("GREGOR_{}", key.to_ascii_uppercase().replace('.', "_"))
-}
-
-/// Reads a TOML config file into `(dotted key, value)` pairs: nested tables are flattened with
-/// dots, arrays joined with commas. Shared by every role that reads the same file.
-pub fn read_toml_file(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let table: toml::Table = toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut out = Vec::new();
-    flatten("", &table, &mut out);
-    Ok(out)
-}
-
-fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<(String, String)>) {
-    for (k, v) in table {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        let text = |v: &toml::Value| match v {
-            toml::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        match v {
-            toml::Value::Table(t) => flatten(&key, t, out),
-            toml::Value::Array(items) => {
-                let joined: Vec<String> = items.iter().map(text).collect();
-                out.push((key, joined.join(",")));
-            }
-            other => out.push((key, text(other))),
-        }
-    }
-}
-
 /// Parses `controller.quorum.voters`: `id@host:port[,id@host:port...]`.
 pub fn parse_voters(value: &str) -> Result<BTreeMap<NodeId, String>, String> {
     let mut voters = BTreeMap::new();
@@ -243,25 +152,6 @@ fn parse_host_port(value: &str) -> Result<String, String> {
     port.parse::<u16>()
         .map_err(|e| format!("port {port:?}: {e}"))?;
     Ok(rest.to_owned())
-}
-
-fn parse<T: std::str::FromStr>(key: &str, value: &str, origin: &str) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .trim()
-        .parse::<T>()
-        .map_err(|e| bad(key, value, origin, e.to_string()))
-}
-
-fn bad(key: &str, value: &str, origin: &str, reason: String) -> ConfigError {
-    ConfigError::BadValue {
-        key: key.to_owned(),
-        value: value.to_owned(),
-        origin: origin.to_owned(),
-        reason,
-    }
 }
 
 impl ControllerConfig {
@@ -304,20 +194,21 @@ impl ControllerConfig {
             "node.id" => self.node_id = parse(key, value, origin)?,
             "process.roles" => {
                 self.process_roles =
-                    ProcessRoles::parse(value).map_err(|r| bad(key, value, origin, r))?;
+                    ProcessRoles::parse(value).map_err(|r| bad_value(key, value, origin, r))?;
             }
             "controller.quorum.voters" => {
-                self.quorum_voters = parse_voters(value).map_err(|r| bad(key, value, origin, r))?;
+                self.quorum_voters =
+                    parse_voters(value).map_err(|r| bad_value(key, value, origin, r))?;
             }
             "controller.listener" => {
                 self.listener =
-                    Some(parse_host_port(value).map_err(|r| bad(key, value, origin, r))?);
+                    Some(parse_host_port(value).map_err(|r| bad_value(key, value, origin, r))?);
             }
             "metadata.log.dir" => self.metadata_log_dir = PathBuf::from(value.trim()),
             "cluster.id" => {
                 self.cluster_id = Some(
                     ClusterId::new(value.trim())
-                        .map_err(|e| bad(key, value, origin, e.to_string()))?,
+                        .map_err(|e| bad_value(key, value, origin, e.to_string()))?,
                 );
             }
             "broker.heartbeat.interval.ms" => {
