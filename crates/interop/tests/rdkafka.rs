@@ -4,10 +4,11 @@
 //!
 //! Consumers set `group.id` but only `assign` and never commit (`enable.auto.commit=false`,
 //! `enable.auto.offset.store=false`). With a `group.id` librdkafka still starts its group state
-//! machine (state `query-coord`), but it only sends FindCoordinator to a broker whose ApiVersions
-//! include it (`rd_kafka_broker_any_usable(.., RD_KAFKA_FEATURE_BROKER_GROUP_COORD, ..)` in
-//! `rdkafka_cgrp.c`); Gregor does not advertise FindCoordinator yet, so the query is never sent
-//! (its debug log says "no broker available for coordinator query") and fetching is unaffected.
+//! machine and sends FindCoordinator, which makes the broker create `__consumer_offsets`; tests
+//! that list topics ignore it. Fetching is unaffected.
+//!
+//! The idempotent producer (`enable.idempotence=true`, 5 in flight) is checked for exactly-once
+//! appends and per-partition order.
 
 // Test code: a failed unwrap is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
