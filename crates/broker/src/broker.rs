@@ -20,6 +20,7 @@ use crate::config::{BrokerConfig, Endpoint};
 use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata_store::{ClusterMetadata, FileMetadataStore, MetadataStore, TopicMetadata};
+use crate::producer_ids::{LocalProducerIdAllocator, ProducerIdAllocator};
 use crate::topic_config;
 
 /// Leader epoch of every partition: a single node never changes leaders.
@@ -160,6 +161,8 @@ pub struct Broker {
     state: RwLock<State>,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     groups: GroupCoordinator,
+    /// Producer ids for InitProducerId.
+    producer_ids: Box<dyn ProducerIdAllocator>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -256,6 +259,8 @@ impl Broker {
         )?);
         let advertised = config.advertised_endpoint(bound);
         let groups = GroupCoordinator::new(CoordinatorConfig::from_broker(&config));
+        // The controller-backed allocator replaces this one when brokers join the quorum.
+        let producer_ids = Box::new(LocalProducerIdAllocator::new(&config.log_dir));
         let broker = Broker {
             config,
             advertised,
@@ -264,6 +269,7 @@ impl Broker {
             admin: Mutex::new(metadata.clone()),
             state: RwLock::new(State::default()),
             groups,
+            producer_ids,
         };
         let mut state = State::default();
         for (name, meta) in &metadata.topics {
@@ -285,6 +291,11 @@ impl Broker {
     /// The group coordinator.
     pub fn groups(&self) -> &GroupCoordinator {
         &self.groups
+    }
+
+    /// A fresh producer id (InitProducerId). Blocking: reserving a new block fsyncs.
+    pub fn allocate_producer_id(&self) -> Result<i64> {
+        Ok(self.producer_ids.next_id()?)
     }
 
     /// The endpoint clients are told to connect to.

@@ -7,6 +7,7 @@ use kafka_protocol::ResponseError;
 use crate::config::ConfigError;
 use crate::group::GroupError;
 use crate::metadata_store::MetadataStoreError;
+use crate::producer_ids::ProducerIdError;
 
 /// Everything that can go wrong while the broker serves a request or manages its state.
 ///
@@ -110,6 +111,14 @@ pub enum BrokerError {
         #[source]
         source: GroupError,
     },
+    /// A transactional request (InitProducerId with a `transactional.id`): this broker has no
+    /// transaction coordinator, which Kafka clients see as COORDINATOR_NOT_AVAILABLE, the same
+    /// answer FindCoordinator gives for transaction keys.
+    #[error("no transaction coordinator: {0}")]
+    TransactionsUnsupported(String),
+    /// No producer id could be allocated.
+    #[error("producer id allocation failed")]
+    ProducerIds(#[from] ProducerIdError),
     /// The topic metadata file could not be read or written.
     #[error("topic metadata store failed")]
     MetadataStore(#[from] MetadataStoreError),
@@ -158,6 +167,7 @@ pub fn error_code(err: &BrokerError) -> ResponseError {
         BrokerError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
         BrokerError::FetchSessionIdNotFound(_) => ResponseError::FetchSessionIdNotFound,
         BrokerError::UnsupportedEndpointType(_) => ResponseError::UnsupportedEndpointType,
+        BrokerError::TransactionsUnsupported(_) => ResponseError::CoordinatorNotAvailable,
         BrokerError::Group { source, .. } => group_error_code(source),
         BrokerError::Storage(s) => match s {
             S::CorruptMessage { .. } => ResponseError::CorruptMessage,
@@ -166,6 +176,8 @@ pub fn error_code(err: &BrokerError) -> ResponseError {
             S::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
             S::UnsupportedCompression { .. } => ResponseError::UnsupportedCompressionType,
             S::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            S::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            S::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
             S::Io { .. }
             | S::CorruptCheckpoint { .. }
             | S::CorruptSegment { .. }
@@ -176,6 +188,7 @@ pub fn error_code(err: &BrokerError) -> ResponseError {
             _ => ResponseError::UnknownServerError,
         },
         BrokerError::MetadataStore(_)
+        | BrokerError::ProducerIds(_)
         | BrokerError::Config(_)
         | BrokerError::Io { .. }
         | BrokerError::Task(_) => ResponseError::UnknownServerError,

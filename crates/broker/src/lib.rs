@@ -18,6 +18,8 @@
 //!   the `__consumer_offsets` records it persists and replays at startup.
 //! - [`metadata_store`]: the persistence seam for cluster metadata (a checksummed file written
 //!   atomically today; a Raft controller later).
+//! - [`producer_ids`]: the producer-id allocation seam for InitProducerId (blocks of 1000 in a
+//!   checksummed file today; the controller's `AllocateProducerIds` later).
 //! - [`topic_config`]: the supported per-topic configs and their validation.
 //! - [`config`]: [`BrokerConfig`] with Kafka's property names and defaults, layered
 //!   (defaults < TOML < `GREGOR_*` env < CLI overrides) and validated once.
@@ -32,6 +34,7 @@ pub mod error;
 pub mod group;
 pub mod handlers;
 pub mod metadata_store;
+pub mod producer_ids;
 pub mod server;
 pub mod topic_config;
 

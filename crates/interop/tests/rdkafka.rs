@@ -3,9 +3,12 @@
 //! and a timestamp, admin create/delete topics, metadata. Every wait has a deadline.
 //!
 //! Consumers set `group.id` but only `assign` and never commit (`enable.auto.commit=false`,
-//! `enable.auto.offset.store=false`). With a `group.id` librdkafka still looks up the group's
-//! coordinator (which creates the internal `__consumer_offsets` topic) but joins nothing, so
-//! fetching by assignment is unaffected.
+//! `enable.auto.offset.store=false`). With a `group.id` librdkafka still starts its group state
+//! machine and sends FindCoordinator, which makes the broker create `__consumer_offsets`; tests
+//! that list topics ignore it. Fetching is unaffected.
+//!
+//! The idempotent producer (`enable.idempotence=true`, 5 in flight) is checked for exactly-once
+//! appends and per-partition order.
 
 // Test code: a failed unwrap is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -231,8 +234,9 @@ fn admin_creates_and_deletes_topics_and_metadata_lists_them() {
     let mut topics: Vec<(String, usize)> = md
         .topics()
         .iter()
-        .filter(|t| !t.name().starts_with("__"))
         .map(|t| (t.name().to_string(), t.partitions().len()))
+        // See below: the consumer's coordinator lookup may have created it.
+        .filter(|(name, _)| name != "__consumer_offsets")
         .collect();
     topics.sort();
     assert_eq!(
@@ -269,16 +273,121 @@ fn admin_creates_and_deletes_topics_and_metadata_lists_them() {
         ]
     );
     let md = c.fetch_metadata(None, DEADLINE).unwrap();
+    // The consumer's group.id makes librdkafka look up its coordinator, which creates
+    // `__consumer_offsets` whenever that query wins the race with this listing.
     let names: Vec<&str> = md
         .topics()
         .iter()
         .map(|t| t.name())
-        .filter(|n| !n.starts_with("__"))
+        .filter(|n| *n != "__consumer_offsets")
         .collect();
     assert_eq!(names, vec!["rd-admin-a"]);
     // Asking for a deleted topic (auto-create off) answers UNKNOWN_TOPIC_OR_PARTITION.
     let md = c.fetch_metadata(Some("rd-admin-b"), DEADLINE).unwrap();
     let err = md.topics()[0].error().map(RDKafkaErrorCode::from);
     assert_eq!(err, Some(RDKafkaErrorCode::UnknownTopicOrPartition));
+    tb.stop().unwrap();
+}
+
+/// An idempotent producer (`enable.idempotence=true`, 5 requests in flight, many small
+/// batches) writes N records over 4 partitions: every delivery succeeds, a full consume shows
+/// every record exactly once at its reported offset, and each partition keeps production order.
+#[test]
+fn idempotent_producer_writes_each_record_once_in_order() {
+    const N: usize = 2000;
+    const PARTITIONS: i32 = 4;
+    let tb = InteropBroker::start().unwrap();
+    let topic = "rd-idempotent";
+    tb.broker
+        .create_topic(topic, PARTITIONS, 1, Default::default(), false)
+        .unwrap();
+    let producer: FutureProducer = config(&tb)
+        .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        .set("batch.num.messages", "7")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .unwrap();
+    let mut deliveries = Vec::with_capacity(N);
+    for i in 0..N {
+        let value = i.to_string();
+        let partition = i as i32 % PARTITIONS;
+        let queued = producer
+            .send_result(
+                FutureRecord::to(topic)
+                    .partition(partition)
+                    .key(&value)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        deliveries.push(queued);
+    }
+    let mut offsets = Vec::with_capacity(N);
+    for (i, d) in deliveries.into_iter().enumerate() {
+        let delivery = tb
+            .block_on(DEADLINE, d)
+            .unwrap()
+            .expect("delivery report")
+            .map_err(|(e, _)| e)
+            .unwrap_or_else(|e| panic!("record {i}: {e}"));
+        assert_eq!(delivery.partition, i as i32 % PARTITIONS);
+        offsets.push(delivery.offset);
+    }
+    producer.flush(DEADLINE).unwrap();
+
+    let c = consumer(&tb);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen: Vec<Vec<(i64, usize)>> = vec![Vec::new(); PARTITIONS as usize];
+    let mut total = 0;
+    while total < N {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "only {total} of {N} records consumed");
+        match c.poll(left.min(Duration::from_millis(500))) {
+            None => {}
+            Some(Err(e)) => panic!("consumer error: {e}"),
+            Some(Ok(m)) => {
+                let v: usize = std::str::from_utf8(m.payload().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                seen[m.partition() as usize].push((m.offset(), v));
+                total += 1;
+            }
+        }
+    }
+    for p in 0..PARTITIONS {
+        let end = tb.log_end_offset(topic, p).unwrap();
+        assert_eq!(
+            end,
+            (N as i32 / PARTITIONS) as i64,
+            "no duplicates in partition {p}"
+        );
+    }
+    let mut all: Vec<usize> = Vec::with_capacity(N);
+    for (p, recs) in seen.iter().enumerate() {
+        let values: Vec<usize> = recs.iter().map(|r| r.1).collect();
+        let mut sorted = values.clone();
+        sorted.sort_unstable();
+        assert_eq!(values, sorted, "partition {p} keeps production order");
+        for &(offset, v) in recs {
+            assert_eq!(v % PARTITIONS as usize, p);
+            assert_eq!(
+                offsets[v], offset,
+                "record {v} stored at its delivered offset"
+            );
+        }
+        all.extend(values);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..N).collect::<Vec<_>>(), "every record exactly once");
     tb.stop().unwrap();
 }

@@ -112,6 +112,25 @@ pub enum StorageError {
         /// The partition directory.
         path: PathBuf,
     },
+    /// An idempotent batch whose sequence does not follow the producer's last one, or a new
+    /// epoch that does not start at sequence 0. Kafka: `OUT_OF_ORDER_SEQUENCE_NUMBER` (45).
+    #[error("producer {producer_id}: {reason}")]
+    OutOfOrderSequence {
+        /// The producer id.
+        producer_id: i64,
+        /// Expected and found sequence.
+        reason: String,
+    },
+    /// An idempotent batch from an older producer epoch. Kafka: `INVALID_PRODUCER_EPOCH` (47).
+    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        /// The producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The producer's current epoch in this partition.
+        current: i16,
+    },
     /// The caller passed an argument that makes no sense for this log.
     #[error("invalid argument: {reason}")]
     InvalidArgument {

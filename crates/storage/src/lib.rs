@@ -19,6 +19,8 @@
 //! - [`epoch`]: the leader-epoch cache.
 //! - [`log`]: [`PartitionLog`], one partition: append, read, lookups, truncation, retention.
 //! - [`manager`]: [`LogManager`], a data directory of partitions and its background tasks.
+//! - [`producer_state`]: idempotent-producer state per partition (dedupe window, sequence and
+//!   epoch checks), its snapshot file and its rebuild from batch headers.
 //! - [`config`]: [`LogConfig`], Kafka's topic configs and defaults.
 //! - [`error`]: [`StorageError`], one variant per class of failure.
 //! - [`dump`]: human-readable listing of on-disk state for `gregor tools dump-log`.
@@ -32,6 +34,7 @@ pub mod error;
 pub mod index;
 pub mod log;
 pub mod manager;
+pub mod producer_state;
 pub mod segment;
 
 pub use batch::{BatchHeader, BatchIter, Compression};
@@ -44,3 +47,4 @@ pub use log::{
     TimestampOffset,
 };
 pub use manager::{LogManager, SharedLog, TopicPartition};
+pub use producer_state::{BatchMetadata, ProducerCheck, ProducerSnapshot, ProducerStateManager};

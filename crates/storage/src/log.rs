@@ -15,6 +15,7 @@ use crate::checkpoint::{
 use crate::config::{LogConfig, TimestampType};
 use crate::epoch::EpochCache;
 use crate::error::{IoContext, Result, StorageError};
+use crate::producer_state::{ProducerCheck, ProducerSnapshot, ProducerStateManager};
 use crate::segment::{Segment, parse_segment_name, scan_file};
 
 /// What an append did.
@@ -112,6 +113,8 @@ pub struct PartitionLog {
     offline: bool,
     /// Closed or deleted; the clean-shutdown marker (if any) describes the files as they are.
     closed: bool,
+    /// Idempotent-producer state of every batch in the log (see [`crate::producer_state`]).
+    producers: ProducerStateManager,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -211,6 +214,7 @@ impl PartitionLog {
             recovery,
             offline: false,
             closed: false,
+            producers: ProducerStateManager::new(),
         };
         if !log.recovery.clean {
             // Recovered bytes may so far live only in the page cache.
@@ -239,6 +243,7 @@ impl PartitionLog {
         } else {
             log.checkpointed_high_watermark = log.high_watermark;
         }
+        log.load_producer_state()?;
         Ok(log)
     }
 
@@ -353,6 +358,7 @@ impl PartitionLog {
         let interval = self.config.index_interval_bytes;
         let mut bufs = [IoSlice::new(&hdr), IoSlice::new(&records[HEADER_LEN..])];
         self.write_active(&mut bufs, &[stored], interval)?;
+        self.producers.update(&stored);
         self.after_append(h.record_count as u64, now_ms)?;
         Ok(AppendInfo {
             base_offset: base,
@@ -427,6 +433,9 @@ impl PartitionLog {
         }
         let interval = self.config.index_interval_bytes;
         self.write_active(&mut [IoSlice::new(&records)], &headers, interval)?;
+        for h in &headers {
+            self.producers.update(h);
+        }
         self.after_append(count, now_ms)?;
         Ok(AppendInfo {
             base_offset: leo,
@@ -492,6 +501,8 @@ impl PartitionLog {
     fn roll(&mut self, now_ms: i64) -> Result<()> {
         let leo = self.log_end_offset();
         self.active().seal()?;
+        // The snapshot bounds the replay at the next open to the new active segment.
+        self.write_producer_snapshot()?;
         self.flushed_offset = leo;
         self.unflushed_records = 0;
         self.first_unflushed_ms = None;
@@ -645,7 +656,12 @@ impl PartitionLog {
         self.high_watermark = self.high_watermark.min(leo);
         self.log_start_offset = self.log_start_offset.min(leo);
         self.flushed_offset = self.flushed_offset.min(leo);
-        self.write_checkpoint()
+        self.write_checkpoint()?;
+        // Producer state must not remember truncated batches, and the batches that fell out of
+        // the 5-batch window may matter again: rebuild from the snapshot (or the log start) and
+        // re-snapshot at the new end.
+        self.load_producer_state()?;
+        self.write_producer_snapshot()
     }
 
     /// Deletes every segment and starts an empty log at `offset`.
@@ -665,7 +681,72 @@ impl PartitionLog {
         self.unflushed_records = 0;
         self.first_unflushed_ms = None;
         self.epochs = EpochCache::default();
-        self.write_checkpoint()
+        self.producers = ProducerStateManager::new();
+        self.write_checkpoint()?;
+        self.write_producer_snapshot()
+    }
+
+    /// The idempotent-producer state of the log.
+    pub fn producer_state(&self) -> &ProducerStateManager {
+        &self.producers
+    }
+
+    /// Checks a client batch header against the producer state (see
+    /// [`ProducerStateManager::check`]). The leader calls it under the partition's write lock
+    /// right before [`PartitionLog::append_as_leader`], which records the batch; a
+    /// [`ProducerCheck::Duplicate`] must be answered with its original offsets and not appended.
+    pub fn check_producer(&self, header: &BatchHeader) -> Result<ProducerCheck> {
+        self.producers.check(header)
+    }
+
+    /// Atomically writes the producer-state snapshot at the log end offset.
+    pub fn write_producer_snapshot(&mut self) -> Result<()> {
+        ProducerSnapshot {
+            offset: self.log_end_offset(),
+            state: self.producers.clone(),
+        }
+        .write(&self.dir)
+    }
+
+    /// Rebuilds the producer state: the snapshot if it lies within the log (else nothing), then
+    /// the headers of every batch from the snapshot offset to the log end (no record data is
+    /// read, nothing is decompressed), then evicts producers below the log start offset. A
+    /// damaged snapshot is logged and ignored: the log itself is the truth.
+    fn load_producer_state(&mut self) -> Result<()> {
+        let leo = self.log_end_offset();
+        let first = self.first().base_offset();
+        let (mut state, from) = match ProducerSnapshot::read(&self.dir) {
+            Ok(Some(s)) if s.offset <= leo && s.offset >= first => (s.state, s.offset),
+            Ok(Some(s)) => {
+                tracing::debug!(
+                    dir = %self.dir.display(),
+                    snapshot = s.offset,
+                    first,
+                    leo,
+                    "producer snapshot outside the log; rebuilding from the log start"
+                );
+                (ProducerStateManager::new(), first)
+            }
+            Ok(None) => (ProducerStateManager::new(), first),
+            Err(e @ StorageError::CorruptCheckpoint { .. }) => {
+                tracing::warn!(error = %e, "ignoring damaged producer snapshot; rebuilding");
+                (ProducerStateManager::new(), first)
+            }
+            Err(e) => return Err(e),
+        };
+        for seg in self.segments.values() {
+            if seg.next_offset() <= from {
+                continue;
+            }
+            seg.for_each_header_from(from, |h| {
+                if h.base_offset >= from {
+                    state.update(h);
+                }
+            })?;
+        }
+        state.evict_below(self.log_start_offset);
+        self.producers = state;
+        Ok(())
     }
 
     /// Moves the log start offset forward (DeleteRecords). It may not pass the high watermark.
@@ -683,6 +764,7 @@ impl PartitionLog {
         }
         self.log_start_offset = offset;
         self.epochs.truncate_from_start(offset);
+        self.producers.evict_below(offset);
         // Checkpoint first: a crash then leaves extra segments, never a log start pointing at
         // deleted data.
         self.write_checkpoint()?;
@@ -760,6 +842,7 @@ impl PartitionLog {
             if new_start > self.log_start_offset {
                 self.log_start_offset = new_start;
                 self.epochs.truncate_from_start(new_start);
+                self.producers.evict_below(new_start);
             }
             self.write_checkpoint()?;
             deleted = self.delete_segments_below_log_start()?;
@@ -948,6 +1031,7 @@ impl PartitionLog {
         self.flush()?;
         self.active().seal()?;
         self.write_checkpoint()?;
+        self.write_producer_snapshot()?;
         let active = self.active();
         CleanShutdown {
             active_base_offset: active.base_offset(),

@@ -321,6 +321,24 @@ impl Segment {
         self.walk_from(pos, offset)
     }
 
+    /// Calls `f` with the header of every batch whose last offset is `>= offset`, in offset
+    /// order. Reads headers only (61 bytes per batch), never record data.
+    pub(crate) fn for_each_header_from(
+        &self,
+        offset: i64,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> Result<()> {
+        let Some((mut pos, _)) = self.locate(offset)? else {
+            return Ok(());
+        };
+        while pos < self.meta.size {
+            let h = self.read_header(pos)?;
+            f(&h);
+            pos += h.total_size() as u64;
+        }
+        Ok(())
+    }
+
     /// Whole batches from the one containing `offset`; `None` if the segment ends before it.
     pub(crate) fn read(
         &self,

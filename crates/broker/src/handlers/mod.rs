@@ -25,6 +25,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -175,6 +176,7 @@ registry! {
     DescribeGroups => describe_groups, DescribeGroupsRequest;
     DeleteGroups => delete_groups, DeleteGroupsRequest;
     OffsetDelete => offset_delete, OffsetDeleteRequest;
+    InitProducerId => init_producer_id, InitProducerIdRequest;
 }
 
 /// The connection must be closed (no response is sent).

@@ -5,12 +5,18 @@
 //! thread hop. The partition's write lock is held only for the append and the high-watermark
 //! update, never across an `.await`. After the append the partition's watch is bumped so
 //! long-polling fetches wake immediately.
+//!
+//! Idempotent batches (producer id ≥ 0) are checked against the partition's producer state
+//! under the same write lock, right before the append (`PartitionLog::check_producer`): a retry
+//! of one of the producer's last 5 batches is answered with its original offsets and not
+//! appended; a sequence gap or a new epoch not starting at 0 → OUT_OF_ORDER_SEQUENCE_NUMBER (45);
+//! an older epoch → INVALID_PRODUCER_EPOCH (47). The append records the batch in the state.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gregor_storage::BatchHeader;
 use gregor_storage::batch::ValidationMode;
+use gregor_storage::{BatchHeader, ProducerCheck};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::VersionRange;
@@ -71,7 +77,31 @@ fn append(
     }
     let now = now_ms();
     check_timestamps(policy, &records, now)?;
+    let idempotent = BatchHeader::parse(&records)
+        .ok()
+        .filter(|h| h.producer_id >= 0);
     let mut log = partition.log.write();
+    if let Some(header) = &idempotent
+        && let ProducerCheck::Duplicate(original) = log.check_producer(header)?
+    {
+        // Kafka validates a batch before looking for duplicates: a damaged retry is an error.
+        gregor_storage::batch::validate(&records, ValidationMode::Client)?;
+        tracing::debug!(
+            producer_id = header.producer_id,
+            base_sequence = header.base_sequence,
+            base_offset = original.first_offset,
+            "duplicate batch answered with its original offsets"
+        );
+        return Ok(Appended {
+            base_offset: original.first_offset,
+            log_append_time_ms: if policy.log_append_time {
+                original.timestamp
+            } else {
+                -1
+            },
+            log_start_offset: log.log_start_offset(),
+        });
+    }
     let info = log.append_as_leader(records, LEADER_EPOCH, now)?;
     // Single node: everything appended is replicated to the whole ISR (itself).
     log.set_high_watermark(info.log_end_offset);

@@ -78,8 +78,13 @@ async fn api_versions_is_derived_from_the_handler_registry() {
             .collect();
         assert_eq!(got, want, "v{v}");
     }
-    // Nothing we do not implement is advertised (the idempotent producer comes later).
-    assert!(!SUPPORTED.iter().any(|(k, _)| *k == ApiKey::InitProducerId));
+    // Nothing we do not implement is advertised (transactions are not implemented).
+    assert!(
+        !SUPPORTED
+            .iter()
+            .any(|(k, _)| *k == ApiKey::AddPartitionsToTxn)
+    );
+    assert!(SUPPORTED.iter().any(|(k, _)| *k == ApiKey::InitProducerId));
     // v3+ validates the client software fields like Kafka (INVALID_REQUEST 42).
     let bad = ApiVersionsRequest::default()
         .with_client_software_name(s("bad name"))

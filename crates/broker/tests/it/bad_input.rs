@@ -126,9 +126,9 @@ async fn b4_unknown_api_key_closes() {
     let mut c = tb.connect_raw().await;
     c.write_frame(&raw_frame(9999, 0, &[])).await.unwrap();
     assert_closed(&mut c).await;
-    // A key Kafka defines but we do not serve (InitProducerId): closed as well (B6).
+    // A key Kafka defines but we do not serve (EndTxn): closed as well (B6).
     let mut c = tb.connect_raw().await;
-    c.write_frame(&raw_frame(ApiKey::InitProducerId as i16, 0, &[0, 1, b'g']))
+    c.write_frame(&raw_frame(ApiKey::EndTxn as i16, 0, &[0, 1, b'g']))
         .await
         .unwrap();
     assert_closed(&mut c).await;

@@ -11,6 +11,7 @@ mod common;
 mod decode_fuzz;
 mod fetch;
 mod groups;
+mod idempotence;
 mod kcat;
 mod lifecycle;
 mod python;
