@@ -23,6 +23,23 @@ doc:
 server *ARGS:
     cargo run --release --bin gregor -- server {{ARGS}}
 
-# Storage benchmarks (criterion); figures go in docs/benchmarks.md.
+# Storage benchmarks (criterion) and the storage / raw table; figures go in docs/benchmarks.md.
 bench-storage:
-    cargo bench -p gregor-storage --bench log -- --measurement-time 3
+    cargo bench -p gregor-storage --bench storage -- --measurement-time 3 --warm-up-time 1
+    python3 crates/storage/benches/ratios.py "${CARGO_TARGET_DIR:-target}"
+
+# 100 connections producing and fetching for 60 s; fails on any error or RSS growth.
+bench-load seconds="60" connections="100":
+    cargo bench -p gregor-broker --bench load -- --seconds {{seconds}} --connections {{connections}}
+
+# Controller failover: kill -9 the active controller 20 times, p50/p99 to the next commit.
+bench-controller-failover kills="20":
+    GREGOR_BENCH_KILLS={{kills}} cargo test --release -p gregor-cli --test controller_failover -- --ignored failover_bench --nocapture
+
+# A cargo-fuzz target for a while (needs `cargo install cargo-fuzz`; stable via RUSTC_BOOTSTRAP).
+fuzz target seconds="60":
+    cd tests/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O {{target}} -- -max_total_time={{seconds}} -rss_limit_mb=2048
+
+# `gregor cluster describe` against a local controller.
+describe controller="127.0.0.1:9093":
+    cargo run --bin gregor -- cluster describe --controller {{controller}}
