@@ -8,12 +8,14 @@
 //! - `tools`: `dump-log` and other inspection commands.
 //! - `group`: `gregor group list|describe|delete|reset-offsets` (kafka-consumer-groups.sh).
 //! - `cluster`: `gregor cluster describe` (the controller quorum and its brokers).
+//! - `perf`: `gregor perf produce|consume` (kafka-producer-perf-test / rdkafka_performance).
 //!
 //! Clap types stay in this crate: the library crates take plain values.
 
 mod cluster;
 mod consume;
 mod group;
+mod perf;
 mod produce;
 mod server;
 mod tools;
@@ -51,6 +53,8 @@ enum Command {
     Group(group::GroupArgs),
     /// Describe the controller quorum and the brokers it knows.
     Cluster(cluster::ClusterArgs),
+    /// Load generators: produce or consume N records and report throughput and latency.
+    Perf(perf::PerfArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -87,6 +91,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(args) => consume::run(args).await,
             Command::Group(args) => group::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
+            Command::Perf(args) => perf::run(args).await,
         }
     });
     match result {

@@ -48,7 +48,7 @@ pub(crate) struct ProduceArgs {
     timeout_ms: i32,
 }
 
-fn parse_acks(s: &str) -> anyhow::Result<i16> {
+pub(crate) fn parse_acks(s: &str) -> anyhow::Result<i16> {
     Ok(match s {
         "0" => 0,
         "1" => 1,
@@ -57,7 +57,7 @@ fn parse_acks(s: &str) -> anyhow::Result<i16> {
     })
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

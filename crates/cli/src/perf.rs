@@ -1,0 +1,518 @@
+//! `gregor perf produce|consume`: load generators in the spirit of kafka-producer-perf-test,
+//! kafka-consumer-perf-test and rdkafka_performance, with their flag names.
+//!
+//! Produce latency is measured per batch (request written → acknowledgement read) and attributed
+//! to every record in the batch. With `--acks 0` there is no acknowledgement, so no latency.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use gregor_client::Client;
+use gregor_client::records::{ProducerRecord, decode_records, encode_batch, parse_compression};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use tokio::task::JoinSet;
+
+use crate::DEFAULT_BOOTSTRAP;
+use crate::produce::{now_ms, parse_acks};
+
+/// Per-record framing overhead assumed when sizing batches (attributes, deltas, lengths).
+const RECORD_OVERHEAD: usize = 8;
+/// Highest latency the histogram tracks, in µs (larger values are clamped).
+const MAX_LATENCY_US: u64 = 600_000_000;
+
+#[derive(Debug, Args)]
+pub(crate) struct PerfArgs {
+    #[command(subcommand)]
+    command: PerfCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum PerfCommand {
+    /// Produce generated records as fast as allowed and report throughput and latency.
+    Produce(ProducePerfArgs),
+    /// Consume records from the earliest offsets and report throughput.
+    Consume(ConsumePerfArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProducePerfArgs {
+    /// The topic.
+    #[arg(long)]
+    topic: String,
+    /// How many records to produce in total.
+    #[arg(long)]
+    num_records: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 100)]
+    record_size: usize,
+    /// Records per second across all producers, at most; -1 (or any value ≤ 0) for no cap.
+    #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
+    throughput: f64,
+    /// Acknowledgements: 0 (none), 1 (leader), all (every in-sync replica; also -1).
+    #[arg(long, default_value = "all", allow_hyphen_values = true)]
+    acks: String,
+    /// Comma-separated broker addresses.
+    #[arg(long, default_value = DEFAULT_BOOTSTRAP, env = "GREGOR_BOOTSTRAP", visible_alias = "bootstrap-server")]
+    bootstrap: String,
+    /// Concurrent producers, each with its own connection and one request in flight.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    producers: u32,
+    /// Partitions to spread batches over, round-robin; a missing topic is created with this many.
+    /// Defaults to all of the topic's partitions.
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
+    partitions: Option<i32>,
+    /// Compression codec: none, gzip, snappy, lz4, zstd.
+    #[arg(long, visible_alias = "compression-codec", default_value = "none")]
+    compression: String,
+    /// Batch size in bytes: a batch is sent once the next record would not fit.
+    #[arg(long, default_value_t = 16_384)]
+    batch_size: usize,
+    /// How long a batch waits for more records when throttled (ms).
+    #[arg(long, default_value_t = 5)]
+    linger_ms: u64,
+    /// Request timeout in ms.
+    #[arg(long, default_value_t = 30_000)]
+    timeout_ms: i32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct ConsumePerfArgs {
+    /// The topic.
+    #[arg(long)]
+    topic: String,
+    /// Stop after this many records.
+    #[arg(long)]
+    num_records: u64,
+    /// Comma-separated broker addresses.
+    #[arg(long, default_value = DEFAULT_BOOTSTRAP, env = "GREGOR_BOOTSTRAP", visible_alias = "bootstrap-server")]
+    bootstrap: String,
+    /// Give up when no record arrived for this long (ms).
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Bytes per fetch request, at most.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    fetch_max_bytes: i32,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) async fn run(args: PerfArgs) -> anyhow::Result<()> {
+    match args.command {
+        PerfCommand::Produce(a) => produce(a).await,
+        PerfCommand::Consume(a) => consume(a).await,
+    }
+}
+
+/// Records per batch: as many as fit in `batch_size` bytes, at least one.
+fn records_per_batch(batch_size: usize, record_size: usize) -> u64 {
+    (batch_size / (record_size + RECORD_OVERHEAD)).max(1) as u64
+}
+
+/// The next batch of one producer: how many records it holds and when to send it, relative to
+/// the producer's start. Record `i` is due at `i * interval` (no cap: every record is due now).
+/// A batch closes when full, when the producer runs out, or `linger` after its first record.
+fn plan_batch(
+    next: u64,
+    remaining: u64,
+    cap: u64,
+    interval: Option<Duration>,
+    linger: Duration,
+) -> (u64, Duration) {
+    let Some(interval) = interval else {
+        return (cap.min(remaining), Duration::ZERO);
+    };
+    let due = |i: u64| interval.mul_f64(i as f64);
+    let first = due(next);
+    // Records due within the linger window of the first one.
+    let in_window = (linger.as_secs_f64() / interval.as_secs_f64()).floor() as u64 + 1;
+    let n = cap.min(remaining).min(in_window);
+    if n == cap || n == remaining {
+        (n, due(next + n - 1))
+    } else {
+        (n, first + linger)
+    }
+}
+
+/// A value of `size` pseudo-random letters (so compression has something to do, like Kafka's tool).
+fn payload(size: usize) -> Bytes {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..size)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b'a' + (x % 26) as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn progress(total: u64) -> ProgressBar {
+    // ProgressBar::new draws to stderr and stays hidden when stderr is not a terminal.
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} records ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Makes sure the topic exists (creating it with `partitions` if not) and returns how many of its
+/// partitions to use.
+async fn prepare_topic(
+    client: &mut Client,
+    topic: &str,
+    partitions: Option<i32>,
+) -> anyhow::Result<i32> {
+    let meta = client.metadata(Some(&[topic.to_string()]), false).await?;
+    let exists = meta.topics.iter().any(|t| {
+        t.name.as_ref().is_some_and(|n| n.0.as_str() == topic)
+            && t.error_code == 0
+            && !t.partitions.is_empty()
+    });
+    if !exists {
+        match client
+            .create_topic(topic, partitions.unwrap_or(-1), -1, &[])
+            .await
+        {
+            Ok(()) => {}
+            // Someone else created it meanwhile (code 36, TOPIC_ALREADY_EXISTS): use theirs.
+            Err(gregor_client::ClientError::Kafka {
+                code: gregor_client::kafka_protocol::ResponseError::TopicAlreadyExists,
+                ..
+            }) => {}
+            Err(e) => return Err(e).with_context(|| format!("creating topic {topic}")),
+        }
+    }
+    let count = client.partition_count(topic).await?;
+    match partitions {
+        Some(p) if p > count => {
+            tracing::warn!("{topic} has {count} partitions, not {p}; using {count}");
+            Ok(count)
+        }
+        Some(p) => Ok(p),
+        None => Ok(count),
+    }
+}
+
+struct ProducerConfig {
+    bootstrap: String,
+    topic: String,
+    records: u64,
+    first_partition: i32,
+    partitions: i32,
+    cap: u64,
+    interval: Option<Duration>,
+    linger: Duration,
+    acks: i16,
+    compression: gregor_client::kafka_protocol::records::Compression,
+    timeout_ms: i32,
+    value: Bytes,
+}
+
+/// One producer task: its own connection, one batch in flight, its share of the records.
+async fn producer(cfg: ProducerConfig, bar: ProgressBar) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)?;
+    let mut client = Client::connect(&cfg.bootstrap).await?;
+    let mut partition = cfg.first_partition;
+    let mut sent = 0u64;
+    let mut batches = 0u64;
+    let start = tokio::time::Instant::now();
+    while sent < cfg.records {
+        let (n, send_at) = plan_batch(sent, cfg.records - sent, cfg.cap, cfg.interval, cfg.linger);
+        if cfg.interval.is_some() {
+            tokio::time::sleep_until(start + send_at).await;
+        }
+        let timestamp = now_ms();
+        let records: Vec<ProducerRecord> = (0..n)
+            .map(|_| ProducerRecord {
+                key: None,
+                value: Some(cfg.value.clone()),
+                headers: Vec::new(),
+                timestamp,
+            })
+            .collect();
+        let batch = encode_batch(&records, cfg.compression)?;
+        let t0 = Instant::now();
+        client
+            .produce(&cfg.topic, partition, batch, cfg.acks, cfg.timeout_ms)
+            .await?;
+        let us = (t0.elapsed().as_micros() as u64).clamp(1, MAX_LATENCY_US);
+        if cfg.acks != 0 {
+            hist.record_n(us, n)?;
+        }
+        sent += n;
+        batches += 1;
+        bar.inc(n);
+        partition = (partition + 1) % cfg.partitions;
+    }
+    Ok((hist, batches))
+}
+
+fn mb_per_sec(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0) / secs
+}
+
+async fn produce(args: ProducePerfArgs) -> anyhow::Result<()> {
+    let acks = parse_acks(&args.acks)?;
+    let compression = parse_compression(&args.compression)?;
+    if args.num_records == 0 {
+        bail!("--num-records must be positive");
+    }
+    let mut client = Client::connect(&args.bootstrap).await?;
+    let partitions = prepare_topic(&mut client, &args.topic, args.partitions).await?;
+    drop(client);
+
+    let producers = u64::from(args.producers).min(args.num_records);
+    let interval = (args.throughput > 0.0)
+        .then(|| Duration::from_secs_f64(producers as f64 / args.throughput));
+    let cap = records_per_batch(args.batch_size, args.record_size);
+    let value = payload(args.record_size);
+    let bar = progress(args.num_records);
+
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    for j in 0..producers {
+        let records = args.num_records / producers + u64::from(j < args.num_records % producers);
+        let cfg = ProducerConfig {
+            bootstrap: args.bootstrap.clone(),
+            topic: args.topic.clone(),
+            records,
+            first_partition: (j % partitions as u64) as i32,
+            partitions,
+            cap,
+            interval,
+            linger: Duration::from_millis(args.linger_ms),
+            acks,
+            compression,
+            timeout_ms: args.timeout_ms,
+            value: value.clone(),
+        };
+        tasks.spawn(producer(cfg, bar.clone()));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)?;
+    let mut batches = 0u64;
+    while let Some(done) = tasks.join_next().await {
+        let (h, b) = done??;
+        hist.add(h)?;
+        batches += b;
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    bar.finish_and_clear();
+
+    let records = args.num_records;
+    let rps = records as f64 / secs;
+    let mbps = mb_per_sec(records * args.record_size as u64, secs);
+    let ms = |us: u64| us as f64 / 1000.0;
+    let latency = (acks != 0 && !hist.is_empty()).then(|| {
+        (
+            hist.mean() / 1000.0,
+            ms(hist.value_at_quantile(0.5)),
+            ms(hist.value_at_quantile(0.99)),
+            ms(hist.value_at_quantile(0.999)),
+            ms(hist.max()),
+        )
+    });
+    if args.json {
+        let l = |f: fn(&(f64, f64, f64, f64, f64)) -> f64| latency.as_ref().map(f);
+        let out = json!({
+            "records": records,
+            "batches": batches,
+            "elapsed_ms": secs * 1000.0,
+            "records_per_sec": rps,
+            "mb_per_sec": mbps,
+            "latency_avg_ms": l(|t| t.0),
+            "latency_p50_ms": l(|t| t.1),
+            "latency_p99_ms": l(|t| t.2),
+            "latency_p999_ms": l(|t| t.3),
+            "latency_max_ms": l(|t| t.4),
+            "acks": acks,
+            "producers": producers,
+            "partitions": partitions,
+            "record_size": args.record_size,
+            "compression": args.compression,
+        });
+        println!("{out}");
+    } else {
+        let lat = match latency {
+            Some((avg, p50, p99, p999, max)) => format!(
+                "latency avg {avg:.2} ms, p50 {p50:.2} ms, p99 {p99:.2} ms, p99.9 {p999:.2} ms, max {max:.2} ms"
+            ),
+            None => "latency n/a (acks=0)".to_string(),
+        };
+        println!(
+            "{records} records sent in {batches} batches, {rps:.1} records/sec ({mbps:.2} MB/sec), {lat}"
+        );
+    }
+    Ok(())
+}
+
+async fn consume(args: ConsumePerfArgs) -> anyhow::Result<()> {
+    let mut client = Client::connect(&args.bootstrap).await?;
+    let count = client.partition_count(&args.topic).await?;
+    let mut positions = Vec::with_capacity(count as usize);
+    for p in 0..count {
+        positions.push((p, client.list_offset(&args.topic, p, -2).await?.0));
+    }
+    let bar = progress(args.num_records);
+    let started = Instant::now();
+    let mut last_record = Instant::now();
+    let (mut records, mut bytes, mut fetches) = (0u64, 0u64, 0u64);
+    let max_wait = if positions.len() > 1 { 100 } else { 500 };
+    'outer: loop {
+        for (partition, offset) in positions.iter_mut() {
+            let fetched = client
+                .fetch(
+                    &args.topic,
+                    *partition,
+                    *offset,
+                    max_wait,
+                    args.fetch_max_bytes,
+                )
+                .await?;
+            fetches += 1;
+            let before = records;
+            for r in decode_records(&fetched.records)? {
+                if r.offset < *offset {
+                    continue; // a batch is returned whole; skip what precedes the position
+                }
+                *offset = r.offset + 1;
+                records += 1;
+                bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
+                if records >= args.num_records {
+                    bar.inc(records - before);
+                    break 'outer;
+                }
+            }
+            if records > before {
+                bar.inc(records - before);
+                last_record = Instant::now();
+            }
+        }
+        if last_record.elapsed() >= Duration::from_millis(args.timeout_ms) {
+            tracing::warn!(
+                "no record for {} ms; stopping after {records} of {}",
+                args.timeout_ms,
+                args.num_records
+            );
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    bar.finish_and_clear();
+    let rps = records as f64 / secs;
+    let mbps = mb_per_sec(bytes, secs);
+    if args.json {
+        let out = json!({
+            "records": records,
+            "bytes": bytes,
+            "fetches": fetches,
+            "elapsed_ms": secs * 1000.0,
+            "records_per_sec": rps,
+            "mb_per_sec": mbps,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{records} records consumed ({bytes} bytes) in {fetches} fetches, {rps:.1} records/sec ({mbps:.2} MB/sec)"
+        );
+    }
+    if records < args.num_records {
+        bail!("timed out after {records} of {} records", args.num_records);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(subcommand)]
+        c: PerfCommand,
+    }
+
+    #[test]
+    fn batch_sizing() {
+        assert_eq!(records_per_batch(16_384, 100), 151);
+        assert_eq!(records_per_batch(100, 1_000_000), 1);
+    }
+
+    #[test]
+    fn unthrottled_batches_are_full_and_immediate() {
+        assert_eq!(
+            plan_batch(0, 1000, 151, None, Duration::from_millis(5)),
+            (151, Duration::ZERO)
+        );
+        assert_eq!(
+            plan_batch(990, 10, 151, None, Duration::from_millis(5)),
+            (10, Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn throttled_batches_follow_the_schedule() {
+        // 1000 records/s: one per ms; linger 5 ms holds records 0..=5 and sends at 5 ms.
+        let ms = Duration::from_millis;
+        assert_eq!(plan_batch(0, 100, 151, Some(ms(1)), ms(5)), (6, ms(5)));
+        assert_eq!(plan_batch(6, 94, 151, Some(ms(1)), ms(5)), (6, ms(11)));
+        // A full batch goes as soon as its last record is due.
+        assert_eq!(plan_batch(0, 100, 3, Some(ms(1)), ms(5)), (3, ms(2)));
+        // The tail goes when its last record is due.
+        assert_eq!(plan_batch(98, 2, 151, Some(ms(1)), ms(5)), (2, ms(99)));
+    }
+
+    #[test]
+    fn flags_parse_like_kafkas_tools() {
+        let t = T::try_parse_from([
+            "t",
+            "produce",
+            "--topic",
+            "x",
+            "--num-records",
+            "10",
+            "--throughput",
+            "-1",
+            "--acks",
+            "-1",
+            "--partitions",
+            "3",
+        ])
+        .map_err(|e| e.to_string());
+        let Ok(T {
+            c: PerfCommand::Produce(a),
+        }) = t
+        else {
+            panic!("{t:?}");
+        };
+        assert_eq!(a.throughput, -1.0);
+        assert_eq!(parse_acks(&a.acks).ok(), Some(-1));
+        assert_eq!((a.batch_size, a.linger_ms, a.producers), (16_384, 5, 1));
+        assert_eq!(a.partitions, Some(3));
+        assert!(
+            T::try_parse_from([
+                "t",
+                "produce",
+                "--topic",
+                "x",
+                "--num-records",
+                "1",
+                "--producers",
+                "0"
+            ])
+            .is_err()
+        );
+    }
+}
