@@ -114,9 +114,12 @@ async fn brokers_register_watch_heartbeat_and_get_fenced() -> anyhow::Result<()>
                 .into_inner()
                 .fenced
         );
+        // Start the stopwatch before sending: the controller's session clock starts when it
+        // receives the heartbeat, which is after this instant but may be well before the reply
+        // reaches us on a loaded machine.
+        let last_heartbeat = Instant::now();
         let reply = leader_client.heartbeat(hb(epoch)).await?.into_inner();
         assert!(!reply.fenced);
-        let last_heartbeat = Instant::now();
         let (unfence_offset, cmd) = next_record(&mut stream).await?;
         assert!(unfence_offset > offset);
         assert_eq!(
