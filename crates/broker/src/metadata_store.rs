@@ -6,17 +6,19 @@
 //! whole (small) state. [`FileMetadataStore`] writes it as one file:
 //!
 //! ```text
-//! magic "GRMD" | version u16 BE | body length u32 BE | crc32c(body) u32 BE | body (JSON)
+//! `gregor_storage::checkpoint::seal`: magic "GRMD" | version u16 BE | body length u32 BE | body
+//! (JSON) | crc32c of everything before it, u32 BE
 //! ```
 //!
 //! written atomically (temp file, fsync, rename, fsync directory), so a crash leaves either the
 //! old or the new state, and a flipped byte is detected rather than silently believed.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
+use gregor_storage::StorageError;
+use gregor_storage::checkpoint::{seal, unseal, write_atomic};
 use serde::{Deserialize, Serialize};
 
 /// Everything the broker persists about the cluster.
@@ -53,6 +55,15 @@ pub enum MetadataStoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The file could not be replaced atomically.
+    #[error("write {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: gregor_storage::StorageError,
+    },
     /// The file exists but is not a metadata file we can trust.
     #[error("corrupt metadata file {path}: {reason}")]
     Corrupt {
@@ -71,9 +82,8 @@ pub trait MetadataStore: Send + Sync + std::fmt::Debug {
     fn save(&self, metadata: &ClusterMetadata) -> Result<(), MetadataStoreError>;
 }
 
-const MAGIC: &[u8; 4] = b"GRMD";
+const MAGIC: [u8; 4] = *b"GRMD";
 const VERSION: u16 = 1;
-const HEADER_LEN: usize = 4 + 2 + 4 + 4;
 /// File name inside the data directory.
 pub const FILE_NAME: &str = "gregor-cluster.meta";
 
@@ -81,7 +91,6 @@ pub const FILE_NAME: &str = "gregor-cluster.meta";
 #[derive(Debug)]
 pub struct FileMetadataStore {
     path: PathBuf,
-    dir: PathBuf,
 }
 
 impl FileMetadataStore {
@@ -89,7 +98,6 @@ impl FileMetadataStore {
     pub fn new(dir: &Path) -> Self {
         FileMetadataStore {
             path: dir.join(FILE_NAME),
-            dir: dir.to_path_buf(),
         }
     }
 
@@ -108,40 +116,20 @@ impl FileMetadataStore {
     }
 }
 
-/// Serializes metadata into the on-disk format.
+/// Serializes metadata into the on-disk format: JSON in the sealed envelope shared by every
+/// Gregor state file (magic, version, length, CRC-32C).
 pub fn encode(metadata: &ClusterMetadata) -> Vec<u8> {
     // Serializing plain structs of strings and numbers cannot fail.
     let body = serde_json::to_vec(metadata).unwrap_or_default();
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_be_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    out.extend_from_slice(&body);
-    out
+    seal(MAGIC, VERSION, &body)
 }
 
 /// Parses the on-disk format; `Err(reason)` names the failed check.
 pub fn decode(bytes: &[u8]) -> Result<ClusterMetadata, String> {
-    if bytes.len() < HEADER_LEN {
-        return Err(format!("{} bytes is shorter than the header", bytes.len()));
-    }
-    if &bytes[0..4] != MAGIC {
-        return Err("bad magic".into());
-    }
-    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-    if version != VERSION {
-        return Err(format!("unsupported version {version}"));
-    }
-    let len = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
-    let crc = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
-    let body = &bytes[HEADER_LEN..];
-    if body.len() != len {
-        return Err(format!("body is {} bytes, header says {len}", body.len()));
-    }
-    if crc32c::crc32c(body) != crc {
-        return Err("checksum mismatch".into());
-    }
+    let body = unseal(Path::new(FILE_NAME), bytes, MAGIC, VERSION).map_err(|e| match e {
+        StorageError::CorruptCheckpoint { reason, .. } => reason,
+        other => other.to_string(),
+    })?;
     serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))
 }
 
@@ -161,18 +149,10 @@ impl MetadataStore for FileMetadataStore {
     }
 
     fn save(&self, metadata: &ClusterMetadata) -> Result<(), MetadataStoreError> {
-        let tmp = self.path.with_extension("meta.tmp");
-        let mut file = File::create(&tmp).map_err(self.io("create", &tmp))?;
-        file.write_all(&encode(metadata))
-            .map_err(self.io("write", &tmp))?;
-        file.sync_all().map_err(self.io("fsync", &tmp))?;
-        drop(file);
-        fs::rename(&tmp, &self.path).map_err(self.io("rename", &self.path))?;
-        // The rename is only durable once the directory entry is.
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(self.io("fsync dir", &self.dir))?;
-        Ok(())
+        write_atomic(&self.path, &encode(metadata)).map_err(|source| MetadataStoreError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 

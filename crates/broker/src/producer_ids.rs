@@ -10,15 +10,17 @@
 //! rest of one block, as in Kafka.
 //!
 //! ```text
-//! magic "GRPI" | version u16 BE | body length u32 BE | crc32c(body) u32 BE | next_block_start i64 BE
+//! `gregor_storage::checkpoint::seal`: magic "GRPI" | version u16 BE | body length u32 BE |
+//! next_block_start i64 BE | crc32c of everything before it, u32 BE
 //! ```
 //!
 //! written atomically (temp file, fsync, rename, fsync directory) as `metadata_store`.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
+use gregor_storage::StorageError;
+use gregor_storage::checkpoint::{seal, unseal, write_atomic};
 use parking_lot::Mutex;
 
 /// Ids per block (Kafka's `ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE`).
@@ -26,9 +28,8 @@ pub const BLOCK_SIZE: i64 = 1000;
 /// File name inside the data directory.
 pub const FILE_NAME: &str = "gregor-producer-ids";
 
-const MAGIC: &[u8; 4] = b"GRPI";
+const MAGIC: [u8; 4] = *b"GRPI";
 const VERSION: u16 = 1;
-const HEADER_LEN: usize = 4 + 2 + 4 + 4;
 
 /// Why a producer id could not be allocated.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,15 @@ pub enum ProducerIdError {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// The file could not be replaced atomically.
+    #[error("write {path}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: StorageError,
     },
     /// The file exists but cannot be trusted.
     #[error("corrupt producer id file {path}: {reason}")]
@@ -63,46 +73,21 @@ pub trait ProducerIdAllocator: Send + Sync + std::fmt::Debug {
     fn next_id(&self) -> Result<i64, ProducerIdError>;
 }
 
-/// Encodes the file contents.
+/// Encodes the file contents: the next block start in the shared sealed envelope.
 pub fn encode(next_block_start: i64) -> Vec<u8> {
-    let body = next_block_start.to_be_bytes();
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_be_bytes());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    out.extend_from_slice(&body);
-    out
+    seal(MAGIC, VERSION, &next_block_start.to_be_bytes())
 }
 
 /// Decodes the file contents; `Err(reason)` names the failed check.
 pub fn decode(bytes: &[u8]) -> Result<i64, String> {
-    if bytes.len() != HEADER_LEN + 8 {
-        return Err(format!(
-            "{} bytes, expected {}",
-            bytes.len(),
-            HEADER_LEN + 8
-        ));
-    }
-    if &bytes[0..4] != MAGIC {
-        return Err("bad magic".into());
-    }
-    let version = u16::from_be_bytes([bytes[4], bytes[5]]);
-    if version != VERSION {
-        return Err(format!("unsupported version {version}"));
-    }
-    let len = u32::from_be_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]);
-    if len != 8 {
-        return Err(format!("body length {len}, expected 8"));
-    }
-    let crc = u32::from_be_bytes([bytes[10], bytes[11], bytes[12], bytes[13]]);
-    let body = &bytes[HEADER_LEN..];
-    if crc32c::crc32c(body) != crc {
-        return Err("checksum mismatch".into());
-    }
-    let mut a = [0u8; 8];
-    a.copy_from_slice(body);
-    let next = i64::from_be_bytes(a);
+    let body = unseal(Path::new(FILE_NAME), bytes, MAGIC, VERSION).map_err(|e| match e {
+        StorageError::CorruptCheckpoint { reason, .. } => reason,
+        other => other.to_string(),
+    })?;
+    let body: [u8; 8] = body
+        .try_into()
+        .map_err(|_| format!("body is {} bytes, expected 8", body.len()))?;
+    let next = i64::from_be_bytes(body);
     if next < 0 {
         return Err(format!("negative next block start {next}"));
     }
@@ -121,7 +106,6 @@ struct Block {
 #[derive(Debug)]
 pub struct LocalProducerIdAllocator {
     path: PathBuf,
-    dir: PathBuf,
     block: Mutex<Option<Block>>,
 }
 
@@ -131,7 +115,6 @@ impl LocalProducerIdAllocator {
     pub fn new(dir: &Path) -> Self {
         LocalProducerIdAllocator {
             path: dir.join(FILE_NAME),
-            dir: dir.to_path_buf(),
             block: Mutex::new(None),
         }
     }
@@ -153,16 +136,12 @@ impl LocalProducerIdAllocator {
     }
 
     fn save(&self, next_block_start: i64) -> Result<(), ProducerIdError> {
-        let tmp = self.path.with_extension("tmp");
-        let mut file = File::create(&tmp).map_err(self.io("create", &tmp))?;
-        file.write_all(&encode(next_block_start))
-            .map_err(self.io("write", &tmp))?;
-        file.sync_all().map_err(self.io("fsync", &tmp))?;
-        drop(file);
-        fs::rename(&tmp, &self.path).map_err(self.io("rename", &self.path))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(self.io("fsync dir", &self.dir))
+        write_atomic(&self.path, &encode(next_block_start)).map_err(|source| {
+            ProducerIdError::Write {
+                path: self.path.clone(),
+                source,
+            }
+        })
     }
 }
 

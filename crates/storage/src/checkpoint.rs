@@ -56,8 +56,9 @@ pub struct CleanShutdown {
     pub log_end_offset: i64,
 }
 
-/// Wraps `body` in the sealed envelope.
-pub(crate) fn seal(magic: [u8; 4], version: u16, body: &[u8]) -> Vec<u8> {
+/// Wraps `body` in the sealed envelope (magic, version, length, body, CRC-32C over all of it).
+/// Every small state file Gregor writes uses it, so one format and one check guard them all.
+pub fn seal(magic: [u8; 4], version: u16, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + ENVELOPE);
     out.extend_from_slice(&magic);
     out.extend_from_slice(&version.to_be_bytes());
@@ -69,13 +70,8 @@ pub(crate) fn seal(magic: [u8; 4], version: u16, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Checks the envelope and returns the body.
-pub(crate) fn unseal<'a>(
-    path: &Path,
-    bytes: &'a [u8],
-    magic: [u8; 4],
-    version: u16,
-) -> Result<&'a [u8]> {
+/// Checks the envelope and returns the body; any failed check is [`StorageError::CorruptCheckpoint`].
+pub fn unseal<'a>(path: &Path, bytes: &'a [u8], magic: [u8; 4], version: u16) -> Result<&'a [u8]> {
     let bad = |reason: String| StorageError::CorruptCheckpoint {
         path: path.to_path_buf(),
         reason,
@@ -115,7 +111,7 @@ pub(crate) fn unseal<'a>(
 }
 
 /// Replaces `path` atomically with `contents`: temp file, fsync, rename, fsync the directory.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(TMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
