@@ -77,7 +77,7 @@ fn client_batch(records: usize) -> Bytes {
     let recs: Vec<(i64, &[u8])> = (0..records)
         .map(|i| (NOW + i as i64, value.as_slice()))
         .collect();
-    build_batch(0, &recs)
+    build_batch(0, &recs).unwrap()
 }
 
 fn config() -> LogConfig {

@@ -540,63 +540,60 @@ pub fn record_timestamps(batch: &Bytes) -> Result<Vec<(i64, i64)>> {
         .collect())
 }
 
-fn put_varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.push((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.push(z as u8);
-}
-
 /// Builds an uncompressed CreateTime batch of `(timestamp, value)` records with null keys, no
-/// headers and no producer id. For tests, tools and benchmarks; producers build their own.
-pub fn build_batch(base_offset: i64, records: &[(i64, &[u8])]) -> Bytes {
-    let base_ts = records.first().map_or(-1, |r| r.0);
-    let max_ts = records.iter().map(|r| r.0).max().unwrap_or(-1);
-    let mut out =
-        Vec::with_capacity(HEADER_LEN + records.iter().map(|r| r.1.len() + 16).sum::<usize>());
-    out.extend_from_slice(&base_offset.to_be_bytes());
-    out.extend_from_slice(&[0; 4]); // batchLength, patched below
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
-    out.push(MAGIC_V2 as u8);
-    out.extend_from_slice(&[0; 4]); // crc, patched below
-    out.extend_from_slice(&0i16.to_be_bytes());
-    let last_delta = i32::try_from(records.len().saturating_sub(1)).unwrap_or(i32::MAX);
-    out.extend_from_slice(&last_delta.to_be_bytes());
-    out.extend_from_slice(&base_ts.to_be_bytes());
-    out.extend_from_slice(&max_ts.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes());
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.extend_from_slice(
-        &i32::try_from(records.len())
-            .unwrap_or(i32::MAX)
-            .to_be_bytes(),
-    );
-    let mut body = Vec::new();
-    for (i, (ts, value)) in records.iter().enumerate() {
-        body.clear();
-        body.push(0); // attributes
-        put_varlong(&mut body, ts.saturating_sub(base_ts));
-        put_varlong(&mut body, i as i64);
-        put_varlong(&mut body, -1); // null key
-        put_varlong(&mut body, value.len() as i64);
-        body.extend_from_slice(value);
-        put_varlong(&mut body, 0); // no headers
-        put_varlong(&mut out, body.len() as i64);
-        out.extend_from_slice(&body);
-    }
-    let len = (out.len() - LOG_OVERHEAD) as i32;
-    out[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = compute_crc(&out);
-    out[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-    Bytes::from(out)
+/// headers and no producer id, with kafka-protocol's encoder. For tests, tools and benchmarks;
+/// producers build their own.
+pub fn build_batch(base_offset: i64, records: &[(i64, &[u8])]) -> Result<Bytes> {
+    use kafka_protocol::records::{
+        Compression as Codec, Record, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType as TsType,
+    };
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (ts, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TsType::Creation,
+            offset: base_offset + i as i64,
+            // The encoder starts a new batch whenever offset - sequence changes; keeping it
+            // constant gives one batch whose base sequence is -1 ("no sequence").
+            sequence: i as i32 - 1,
+            timestamp: *ts,
+            key: None,
+            value: Some(Bytes::copy_from_slice(value)),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut out = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Codec::None,
+        },
+    )
+    .map_err(|e| StorageError::invalid(format!("cannot encode a batch: {e}")))?;
+    Ok(out.freeze())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn put_varlong(out: &mut Vec<u8>, v: i64) {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    }
 
     #[test]
     fn varints_decode_zigzag_and_reject_overlong() {
@@ -625,7 +622,7 @@ mod tests {
     fn crc_matches_the_castagnoli_check_value_and_the_crc32c_crate() {
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
         assert_eq!(crc32c_parts(&[b"1234", b"", b"56789"]), 0xE306_9283);
-        let b = build_batch(0, &[(1, b"v")]);
+        let b = build_batch(0, &[(1, b"v")]).unwrap();
         let h = BatchHeader::parse(&b).unwrap();
         assert_eq!(h.crc, ::crc32c::crc32c(&b[21..]));
         // Every length up to a few SIMD blocks, unaligned starts included.

@@ -54,7 +54,7 @@ fn batch_at(seed: u64, offset: i64) -> Bytes {
         .enumerate()
         .map(|(j, v)| (NOW + offset + j as i64, v.as_slice()))
         .collect();
-    build_batch(0, &recs)
+    build_batch(0, &recs).unwrap()
 }
 
 fn epoch_at(offset: i64) -> i32 {
@@ -415,7 +415,7 @@ fn disk_full_child() {
         ..LogConfig::default()
     };
     let mut log = PartitionLog::open(&dir, config.clone(), NOW).unwrap();
-    let big = build_batch(0, &[(NOW, &[7u8; 3000][..])]);
+    let big = build_batch(0, &[(NOW, &[7u8; 3000][..])]).unwrap();
     let mut failures = 0;
     for _ in 0..10_000 {
         let (leo, size) = (log.log_end_offset(), log.size_bytes());
@@ -437,7 +437,7 @@ fn disk_full_child() {
     }
     assert_eq!(failures, 3, "the file size limit was never hit");
     // A small batch still fits below the limit: the log keeps working after the failures.
-    let small = build_batch(0, &[(NOW, &b"x"[..])]);
+    let small = build_batch(0, &[(NOW, &b"x"[..])]).unwrap();
     log.append_as_leader(small, 0, NOW).unwrap();
     log.verify().unwrap();
     let leo = log.log_end_offset();

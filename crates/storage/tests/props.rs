@@ -36,7 +36,7 @@ fn encode(s: &Spec, tag: u64) -> Bytes {
         .zip(&values)
         .map(|(&t, v)| (t, v.as_slice()))
         .collect();
-    build_batch(0, &recs)
+    build_batch(0, &recs).unwrap()
 }
 
 fn config(segment_bytes: u64, interval: u32) -> LogConfig {

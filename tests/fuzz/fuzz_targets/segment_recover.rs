@@ -16,7 +16,7 @@ fn valid_segment(n: usize) -> Vec<u8> {
     for i in 0..n {
         let value = vec![i as u8; 10 + i * 7];
         let recs: Vec<(i64, &[u8])> = (0..=i % 3).map(|j| (1000 + j as i64, value.as_slice())).collect();
-        let mut b = build_batch(offset, &recs).to_vec();
+        let mut b = build_batch(offset, &recs).expect("encode a fixture batch").to_vec();
         b[12..16].copy_from_slice(&0i32.to_be_bytes());
         offset += recs.len() as i64;
         out.extend_from_slice(&b);

@@ -40,11 +40,12 @@ struct Appended {
 /// Checks the batch header's timestamps against the topic's bounds (B19). On a violation the
 /// batch is fully validated first, so a corrupt batch still reports CORRUPT_MESSAGE (as Kafka,
 /// which checks CRCs before timestamps); the accepted path reads only the 61-byte header.
-fn check_timestamps(policy: &TimestampPolicy, records: &Bytes, now: i64) -> Result<()> {
-    let Ok(header) = BatchHeader::parse(records) else {
-        // Malformed framing: storage reports the precise error.
-        return Ok(());
-    };
+fn check_timestamps(
+    policy: &TimestampPolicy,
+    header: &BatchHeader,
+    records: &Bytes,
+    now: i64,
+) -> Result<()> {
     let outcome = policy.check(header.base_timestamp, header.max_timestamp, now);
     if outcome.is_err() {
         gregor_storage::batch::validate(records, ValidationMode::Client)?;
@@ -76,10 +77,13 @@ fn append(
         });
     }
     let now = now_ms();
-    check_timestamps(policy, &records, now)?;
-    let idempotent = BatchHeader::parse(&records)
-        .ok()
-        .filter(|h| h.producer_id >= 0);
+    // One header parse serves the timestamp bounds and the producer check; malformed framing is
+    // left to storage, which reports the precise error.
+    let header = BatchHeader::parse(&records).ok();
+    if let Some(h) = &header {
+        check_timestamps(policy, h, &records, now)?;
+    }
+    let idempotent = header.filter(|h| h.producer_id >= 0);
     let mut log = partition.log.write();
     if let Some(header) = &idempotent
         && let ProducerCheck::Duplicate(original) = log.check_producer(header)?

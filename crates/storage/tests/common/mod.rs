@@ -20,7 +20,7 @@ pub fn batch(n: usize, ts: i64, tag: &str, value_len: usize) -> Bytes {
         .enumerate()
         .map(|(i, v)| (ts + i as i64, v.as_slice()))
         .collect();
-    build_batch(0, &recs)
+    build_batch(0, &recs).unwrap()
 }
 
 /// A compressed batch encoded by kafka-protocol with the given record timestamps.
