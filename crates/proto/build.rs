@@ -15,7 +15,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         .compile_with_config(
             prost,
-            &[root.join("controller.proto")],
+            &[
+                root.join("controller.proto"),
+                root.join("replication.proto"),
+            ],
             std::slice::from_ref(&root),
         )?;
     println!("cargo:rerun-if-changed={}", root.display());

@@ -16,6 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::cluster::{ClusterLink, LocalLink, PartitionAssignment};
 use crate::config::{BrokerConfig, Endpoint};
 use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator, OFFSETS_TOPIC};
@@ -97,6 +98,8 @@ pub struct Partition {
     /// The high watermark, published after every append so fetch long-polls wake without
     /// polling. Dropped with the partition, which also wakes waiters.
     hw: watch::Sender<i64>,
+    /// What the metadata says about this partition (leader, epochs, replicas, ISR).
+    assignment: RwLock<PartitionAssignment>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -109,13 +112,19 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    fn new(tp: TopicPartition, log: SharedLog) -> Self {
+    fn new(tp: TopicPartition, log: SharedLog, assignment: PartitionAssignment) -> Self {
         let hw = log.read().high_watermark();
         Partition {
             tp,
             log,
             hw: watch::Sender::new(hw),
+            assignment: RwLock::new(assignment),
         }
+    }
+
+    /// The partition's current assignment.
+    pub fn assignment(&self) -> PartitionAssignment {
+        self.assignment.read().clone()
     }
 
     /// Subscribes to high-watermark changes. Subscribe *before* reading, so an append between
@@ -163,6 +172,8 @@ pub struct Broker {
     groups: GroupCoordinator,
     /// Producer ids for InitProducerId.
     producer_ids: Box<dyn ProducerIdAllocator>,
+    /// The rest of the cluster (a [`LocalLink`] on a single node).
+    link: Arc<dyn ClusterLink>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -261,6 +272,7 @@ impl Broker {
         let groups = GroupCoordinator::new(CoordinatorConfig::from_broker(&config));
         // The controller-backed allocator replaces this one when brokers join the quorum.
         let producer_ids = Box::new(LocalProducerIdAllocator::new(&config.log_dir));
+        let link = Arc::new(LocalLink::new(config.node_id));
         let broker = Broker {
             config,
             advertised,
@@ -270,6 +282,7 @@ impl Broker {
             state: RwLock::new(State::default()),
             groups,
             producer_ids,
+            link,
         };
         let mut state = State::default();
         for (name, meta) in &metadata.topics {
@@ -286,6 +299,24 @@ impl Broker {
     /// The configuration the broker runs with.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The rest of the cluster.
+    pub fn link(&self) -> &Arc<dyn ClusterLink> {
+        &self.link
+    }
+
+    /// Takes in what the metadata says about one partition. Unknown partitions are ignored.
+    pub fn apply_assignment(
+        &self,
+        topic: &str,
+        partition: i32,
+        assignment: PartitionAssignment,
+    ) -> Result<()> {
+        if let Ok(p) = self.partition(topic, partition) {
+            *p.assignment.write() = assignment;
+        }
+        Ok(())
     }
 
     /// The group coordinator.
@@ -415,7 +446,8 @@ impl Broker {
                 partition: index,
             };
             let log = self.logs.get_or_create(&tp, config.clone(), now_ms())?;
-            partitions.push(Arc::new(Partition::new(tp, log)));
+            let assignment = PartitionAssignment::single_node(self.config.node_id);
+            partitions.push(Arc::new(Partition::new(tp, log, assignment)));
         }
         Ok(Topic {
             name: name.to_string(),

@@ -13,6 +13,9 @@
 //! - [`broker`]: the state shared by all connections: topics (ids, partition counts, config
 //!   overrides), one storage log per partition, and a high-watermark watch per partition that
 //!   wakes long-polling fetches.
+//! - [`cluster`]: the seam between the data plane and the metadata plane: [`cluster::ClusterLink`]
+//!   (node id, broker epoch, other brokers' replication endpoints, AlterPartition) and the
+//!   per-partition [`cluster::PartitionAssignment`] the metadata path pushes in.
 //! - [`group`]: consumer groups: the classic protocol as a pure state machine per group, the
 //!   coordinator that drives it (long-polled JoinGroup/SyncGroup, per-group timer tasks) and
 //!   the `__consumer_offsets` records it persists and replays at startup.
@@ -29,6 +32,7 @@
 //! Log storage itself (segments, indexes, retention) lives in `gregor-storage`.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod group;

@@ -1,6 +1,6 @@
 //! The broker-facing gRPC service (`BrokerLifecycle`) and the leader controller's planner loop.
 //!
-//! * `RegisterBroker` and `Heartbeat` go to the leader controller (others answer `Unavailable`
+//! * `RegisterBroker`, `Heartbeat` and `AlterPartition` go to the leader controller (others answer `Unavailable`
 //!   with the leader's address in the `x-gregor-leader` metadata key).
 //! * `WatchMetadata(from_offset)` works on any controller: it streams the locally applied records
 //!   with offset ≥ `from_offset`, in order, starting with a snapshot of the image when those
@@ -221,6 +221,61 @@ impl BrokerLifecycle for BrokerService {
                 fenced: image.brokers.get(&hb.broker_id).is_none_or(|b| b.fenced),
                 committed_offset: image.offset,
             })
+        }
+        .await
+        .map_err(|e| to_status(&e))?;
+        Ok(Response::new(reply))
+    }
+
+    async fn alter_partition(
+        &self,
+        request: Request<pb::AlterPartitionRequest>,
+    ) -> Result<Response<pb::AlterPartitionReply>, Status> {
+        let req = request.into_inner();
+        check_cluster(&self.cluster_id, &req.cluster_id)?;
+        let partition = u32::try_from(req.partition).map_err(|_| {
+            to_status(&ControllerError::Payload(format!(
+                "partition {} is negative",
+                req.partition
+            )))
+        })?;
+        let cmd = Command::AlterPartition {
+            topic: req.topic.clone(),
+            partition,
+            broker_id: req.broker_id,
+            broker_epoch: req.broker_epoch,
+            leader_epoch: req.leader_epoch,
+            partition_epoch: req.partition_epoch,
+            new_isr: req.new_isr,
+        };
+        // Apply validates everything (broker epoch, leadership, both epochs, eligibility) against
+        // the committed image; a refusal changes nothing and comes back as a typed rejection.
+        let reply = async {
+            self.leader_term()?;
+            let committed = propose(&self.raft, cmd).await?;
+            let offset = committed.offset;
+            match rejected(committed.result)? {
+                CommandResult::PartitionChanged {
+                    leader_epoch,
+                    partition_epoch,
+                } => {
+                    let image = self.view.image();
+                    let isr = image
+                        .partition(&req.topic, partition)
+                        .filter(|p| p.partition_epoch == partition_epoch)
+                        .map(|p| p.isr.clone())
+                        .unwrap_or_default();
+                    Ok(pb::AlterPartitionReply {
+                        leader_epoch,
+                        partition_epoch,
+                        isr,
+                        offset,
+                    })
+                }
+                other => Err(ControllerError::Payload(format!(
+                    "unexpected result {other:?}"
+                ))),
+            }
         }
         .await
         .map_err(|e| to_status(&e))?;
