@@ -1,6 +1,9 @@
 //! The checker's own suite (reliability.md §6.5 C4): one hand-made history per anomaly type,
 //! each detected, a valid history judged valid, and property tests over a correct log model.
 
+// Test code: a failed unwrap is a failed test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use gregor_verify::{
     CheckOptions, Event, FaultWindow, LostReason, OpType, RunInfo, SendId, check, decode_payload,
     encode_payload, make_value, read_jsonl, render, results_json, write_jsonl,
@@ -333,7 +336,10 @@ fn results_json_and_history_jsonl_round_trip() {
 /// A correct log model: `ops` sends (partition, outcome) by 2 writers round-robin, appended in
 /// order; `info` sends are appended or not per `appended`; a live consumer reads a prefix of
 /// every partition; then the final read reads everything.
-fn model(ops: &[(i32, u8, bool)], prefix: usize) -> (Vec<Event>, Vec<(i32, i64, u64, bool)>) {
+/// (partition, offset, value, acked) of every acknowledged send.
+type Sent = Vec<(i32, i64, u64, bool)>;
+
+fn model(ops: &[(i32, u8, bool)], prefix: usize) -> (Vec<Event>, Sent) {
     let mut logs: Vec<Vec<u64>> = vec![Vec::new(); 3];
     let mut events = Vec::new();
     let mut sent = Vec::new(); // (partition, offset, value, acked)
