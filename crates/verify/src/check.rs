@@ -213,7 +213,7 @@ pub struct Counts {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Availability {
     /// Longest interval between two successive acknowledged sends (or from the last one to the
-    /// end of the history), in nanoseconds.
+    /// last send event of the history), in nanoseconds.
     pub longest_ack_gap_ns: Option<u64>,
     /// The same per fault window: the longest gap overlapping the window.
     pub windows: Vec<WindowFigure>,
@@ -325,7 +325,10 @@ pub fn check(events: &[Event], options: &CheckOptions) -> CheckResult {
     let mut has_final_read = false;
     let mut end_ns = 0u64;
     for e in events {
-        end_ns = end_ns.max(e.t_ns);
+        if e.f == OpFn::Send {
+            // Availability ends with the last send activity, not with the final read.
+            end_ns = end_ns.max(e.t_ns);
+        }
         has_final_read |= e.final_read;
         match (e.f, e.kind) {
             (OpFn::Send, kind) => {
@@ -617,8 +620,8 @@ pub fn check(events: &[Event], options: &CheckOptions) -> CheckResult {
     r
 }
 
-/// Gaps between successive acknowledgements, and from the last one to `end_ns` (an outage at the
-/// end of a run is still an outage).
+/// Gaps between successive acknowledgements, and from the last one to `end_ns`, the last send
+/// event (an outage at the end of the workload is still an outage).
 fn availability(acks: &[u64], end_ns: u64, windows: &[FaultWindow]) -> Availability {
     let mut gaps: Vec<(u64, u64)> = acks.windows(2).map(|w| (w[0], w[1])).collect();
     if let Some(&last) = acks.last()
