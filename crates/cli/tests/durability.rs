@@ -92,15 +92,31 @@ async fn harness_starts_three_nodes_and_injects_process_faults() -> anyhow::Resu
         let pid = c.pid(2).context("node 2 runs")?;
         c.kill9(2).await?;
         ensure!(c.pid(2).is_none());
-        ensure!(brokers_seen_by(c, 2, Duration::from_millis(500)).await.is_err());
+        ensure!(
+            brokers_seen_by(c, 2, Duration::from_millis(500))
+                .await
+                .is_err()
+        );
         c.restart(2).await?;
         ensure!(c.pid(2).is_some_and(|p| p != pid), "a new process");
-        ensure!(brokers_seen_by(c, 2, Duration::from_secs(5)).await?.contains(&2));
+        ensure!(
+            brokers_seen_by(c, 2, Duration::from_secs(5))
+                .await?
+                .contains(&2)
+        );
         // SIGSTOP freezes the node (its socket accepts, nothing answers); SIGCONT thaws it.
         c.sigstop(3)?;
-        ensure!(brokers_seen_by(c, 3, Duration::from_millis(500)).await.is_err());
+        ensure!(
+            brokers_seen_by(c, 3, Duration::from_millis(500))
+                .await
+                .is_err()
+        );
         c.sigcont(3)?;
-        ensure!(brokers_seen_by(c, 3, Duration::from_secs(5)).await?.contains(&3));
+        ensure!(
+            brokers_seen_by(c, 3, Duration::from_secs(5))
+                .await?
+                .contains(&3)
+        );
         Ok(())
     })
     .await
@@ -133,7 +149,11 @@ async fn workload_driver_and_checker_end_to_end_on_one_node() -> anyhow::Result<
         let r = finish(&run, &rec, &CheckOptions::default())?;
         ensure!(r.valid, "{:?}", r.fatal);
         ensure!(r.counts.ok >= 300 && r.acked_lost == 0 && r.unseen.count == 0);
-        ensure!(read as usize >= r.counts.ok, "read {read} < acked {}", r.counts.ok);
+        ensure!(
+            read as usize >= r.counts.ok,
+            "read {read} < acked {}",
+            r.counts.ok
+        );
         ensure!(r.latency.samples as usize == r.counts.ok);
         Ok(())
     })
@@ -209,7 +229,12 @@ async fn leader_kill9_five_times_acks_all_loses_nothing() -> anyhow::Result<()> 
             fault_windows: windows,
         };
         let r = finish(&run, &rec, &options)?;
-        ensure!(r.acked_lost == 0, "acked lost {} of {}", r.acked_lost, r.counts.ok);
+        ensure!(
+            r.acked_lost == 0,
+            "acked lost {} of {}",
+            r.acked_lost,
+            r.counts.ok
+        );
         ensure!(r.valid, "invalid: {:?}", r.fatal);
         ensure!(r.counts.ok > 250, "only {} acks", r.counts.ok);
         Ok(())
@@ -385,7 +410,10 @@ async fn canary_acks_one_leader_only_writes_are_lost_and_detected() -> anyhow::R
             }],
         };
         let r = finish(&run, &rec, &options)?;
-        ensure!(r.acked_lost > 0, "the canary lost nothing: the fault was not exercised");
+        ensure!(
+            r.acked_lost > 0,
+            "the canary lost nothing: the fault was not exercised"
+        );
         ensure!(!r.valid && r.fatal.contains(&"lost"), "{:?}", r.fatal);
         Ok(())
     })

@@ -80,6 +80,9 @@ pub struct Cluster {
     _tmp: tempfile::TempDir,
     nodes: BTreeMap<i32, Node>,
     overrides: Vec<(String, String)>,
+    /// One long-lived client for metadata polls (a client per poll would start threads and
+    /// connections every 50 ms).
+    meta: Option<Arc<BaseConsumer>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -141,6 +144,7 @@ impl Cluster {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            meta: None,
         };
         // Start all three before waiting: the controller quorum needs a majority to elect, and
         // a node's broker role registers with the quorum before it serves Kafka.
@@ -150,6 +154,7 @@ impl Cluster {
         for id in 1..=3 {
             cluster.wait_serving(id).await?;
         }
+        cluster.meta = Some(Arc::new(cluster.client_config().create()?));
         Ok(cluster)
     }
 
@@ -264,7 +269,10 @@ impl Cluster {
         let mut serving = self.nodes[&id].serving.clone();
         match tokio::time::timeout(DEADLINE, serving.wait_for(|s| *s)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => bail!("node {id} exited before serving; output:\n{}", self.tail(id)),
+            Ok(Err(_)) => bail!(
+                "node {id} exited before serving; output:\n{}",
+                self.tail(id)
+            ),
             Err(_) => bail!(
                 "node {id} did not serve Kafka within {DEADLINE:?}; output:\n{}",
                 self.tail(id)
@@ -358,7 +366,14 @@ impl Cluster {
         replication_factor: i32,
         configs: &[(&str, &str)],
     ) -> anyhow::Result<()> {
-        create_topic(&self.client_config(), topic, partitions, replication_factor, configs).await
+        create_topic(
+            &self.client_config(),
+            topic,
+            partitions,
+            replication_factor,
+            configs,
+        )
+        .await
     }
 
     /// One metadata answer for `topic`'s `partition`, from any live node (librdkafka picks).
@@ -367,10 +382,9 @@ impl Cluster {
         topic: &str,
         partition: i32,
     ) -> anyhow::Result<Option<PartitionView>> {
-        let config = self.client_config();
+        let c = self.meta.clone().context("cluster not started")?;
         let topic = topic.to_string();
         tokio::task::spawn_blocking(move || {
-            let c: BaseConsumer = config.create()?;
             let md = c.fetch_metadata(Some(&topic), Duration::from_secs(3))?;
             Ok(md
                 .topics()
@@ -432,7 +446,11 @@ pub async fn create_topic(
     configs: &[(&str, &str)],
 ) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = client.create()?;
-    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replication_factor));
+    let mut new = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
     for (k, v) in configs {
         new = new.set(k, v);
     }

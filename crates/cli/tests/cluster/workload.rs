@@ -54,6 +54,9 @@ pub struct WorkloadConfig {
     pub max_outstanding: usize,
     /// Extra payload bytes per record.
     pub filler: u16,
+    /// Live `assign` consumers reading every partition from the beginning while the producers
+    /// run (the subject of the poll-skip, nonmonotonic-poll and stale-read analyses).
+    pub consumers: u32,
 }
 
 impl WorkloadConfig {
@@ -72,6 +75,7 @@ impl WorkloadConfig {
             retries: None,
             max_outstanding: 500,
             filler: 64,
+            consumers: 1,
         }
     }
 
@@ -118,6 +122,11 @@ impl Workload {
         let mut tasks = JoinSet::new();
         let drain = Duration::from_millis(u64::from(cfg.message_timeout_ms)) + DRAIN_SLACK;
         let cfg = Arc::new(cfg);
+        for reader in 0..cfg.consumers {
+            let (client, cfg, rec, stop) =
+                (client.clone(), cfg.clone(), recorder.clone(), stop.clone());
+            tasks.spawn_blocking(move || consume(reader, &client, &cfg, &rec, &stop));
+        }
         for writer in 0..cfg.producers {
             tasks.spawn(produce(
                 writer,
@@ -207,7 +216,10 @@ fn producer(client: &ClientConfig, cfg: &WorkloadConfig) -> anyhow::Result<Futur
     Ok(c.create()?)
 }
 
-type Delivery = (SendId, <rdkafka::producer::DeliveryFuture as Future>::Output);
+type Delivery = (
+    SendId,
+    <rdkafka::producer::DeliveryFuture as Future>::Output,
+);
 
 async fn produce(
     writer: u32,
@@ -270,11 +282,8 @@ async fn produce(
     Ok(())
 }
 
-fn deliver(
-    id: SendId,
-    delivery: rdkafka::producer::DeliveryFuture,
-) -> impl Future<Output = Delivery> {
-    async move { (id, delivery.await) }
+async fn deliver(id: SendId, delivery: rdkafka::producer::DeliveryFuture) -> Delivery {
+    (id, delivery.await)
 }
 
 fn complete(rec: &Recorder, acks: &watch::Sender<AckProgress>, attempts: Attempts, done: Delivery) {
@@ -306,6 +315,70 @@ fn complete(rec: &Recorder, acks: &watch::Sender<AckProgress>, attempts: Attempt
     }
 }
 
+/// The process id of live consumer `reader` (distinct from writers' and the final read's).
+fn consumer_process(reader: u32) -> u64 {
+    500_000 + u64::from(reader)
+}
+
+/// A consumer's client config: `assign` only, nothing committed. A `group.id` is set because
+/// librdkafka wants one for its consumer; no group is joined without `subscribe`.
+fn consumer_config(client: &ClientConfig, group: &str) -> ClientConfig {
+    let mut c = client.clone();
+    c.set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("group.id", group);
+    c
+}
+
+/// Records one polled record (payload checked) and returns its offset.
+fn record_poll(
+    rec: &Recorder,
+    process: u64,
+    session: u64,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+    final_read: bool,
+) -> i64 {
+    let (t, partition, offset) = (rec.now_ns(), m.partition(), m.offset());
+    let mut event = match m.payload().map(decode_payload) {
+        Some(Ok(value)) => Event::poll_ok(t, process, session, partition, offset, value),
+        Some(Err(e)) => Event::poll_corrupt(t, process, session, partition, offset, e.to_string()),
+        None => Event::poll_corrupt(t, process, session, partition, offset, "null payload"),
+    };
+    event.final_read = final_read;
+    rec.record(event);
+    offset
+}
+
+/// A live consumer: one assignment (session 0) of every partition from the beginning, polled
+/// until `stop`. Poll errors (a broker down, a leader moving) are expected under faults; the
+/// client recovers on its own and the history shows what it returned.
+fn consume(
+    reader: u32,
+    client: &ClientConfig,
+    cfg: &WorkloadConfig,
+    rec: &Recorder,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let process = consumer_process(reader);
+    let consumer: BaseConsumer = consumer_config(client, "gregor-durability-live").create()?;
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..cfg.partitions {
+        tpl.add_partition_offset(&cfg.topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    while !stop.is_cancelled() {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Ok(m)) => {
+                record_poll(rec, process, 0, &m, false);
+            }
+            Some(Err(e)) => eprintln!("live consumer {reader}: {e}"),
+        }
+    }
+    Ok(())
+}
+
 /// Reads every partition of `topic` from the beginning up to the high watermark it has when the
 /// read starts, as the final read (`final_read` events, one consumer session per partition),
 /// checking every payload. Call it after the producers stopped and the cluster healed. Returns
@@ -317,11 +390,7 @@ pub async fn final_read(
     rec: &Recorder,
     deadline: Duration,
 ) -> anyhow::Result<u64> {
-    let mut c = client.clone();
-    c.set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set("group.id", "gregor-durability-final-read");
+    let c = consumer_config(client, "gregor-durability-final-read");
     let topic = topic.to_string();
     let rec = rec.clone();
     tokio::task::spawn_blocking(move || {
@@ -334,7 +403,9 @@ pub async fn final_read(
                 .fetch_watermarks(&topic, partition, Duration::from_secs(10))
                 .with_context(|| format!("watermarks of {topic}-{partition}"))?;
             let session = partition as u64;
-            rec.record(Event::poll_invoke(rec.now_ns(), process, session, partition).in_final_read());
+            rec.record(
+                Event::poll_invoke(rec.now_ns(), process, session, partition).in_final_read(),
+            );
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, partition, Offset::Offset(low))?;
             consumer.assign(&tpl)?;
@@ -348,14 +419,7 @@ pub async fn final_read(
                     continue;
                 };
                 let m = m.with_context(|| format!("final read of {topic}-{partition}"))?;
-                let t = rec.now_ns();
-                let event = match m.payload().map(decode_payload) {
-                    Some(Ok(value)) => Event::poll_ok(t, process, session, partition, m.offset(), value),
-                    Some(Err(e)) => Event::poll_corrupt(t, process, session, partition, m.offset(), e.to_string()),
-                    None => Event::poll_corrupt(t, process, session, partition, m.offset(), "null payload"),
-                };
-                rec.record(event.in_final_read());
-                next = m.offset() + 1;
+                next = record_poll(&rec, process, session, &m, true) + 1;
                 total += 1;
             }
         }
