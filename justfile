@@ -36,6 +36,10 @@ bench-load seconds="60" connections="100":
 bench-controller-failover kills="20":
     GREGOR_BENCH_KILLS={{kills}} cargo test --release -p gregor-cli --test controller_failover -- --ignored failover_bench --nocapture
 
+# Partition-leader failover: kill -9 the leader N times under acks=all; unavailability and ISR rejoin.
+bench-leader-failover kills="10":
+    GREGOR_BENCH_KILLS={{kills}} cargo test --release -p gregor-cli --test durability -- --ignored failover_unavailability_bench --nocapture
+
 # A cargo-fuzz target for a while (needs `cargo install cargo-fuzz`; stable via RUSTC_BOOTSTRAP).
 fuzz target seconds="60":
     cd tests/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O {{target}} -- -max_total_time={{seconds}} -rss_limit_mb=2048

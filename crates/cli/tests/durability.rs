@@ -131,6 +131,7 @@ async fn workload_driver_and_checker_end_to_end_on_one_node() -> anyhow::Result<
         client.set("bootstrap.servers", &c.addrs(1).kafka);
         cluster::create_topic(&client, "smoke", 2, 1, &[]).await?;
         let rec = Recorder::new();
+        let started = Instant::now();
         let cfg = WorkloadConfig {
             acks: "1",
             idempotent: false,
@@ -143,6 +144,8 @@ async fn workload_driver_and_checker_end_to_end_on_one_node() -> anyhow::Result<
         let read = final_read(&client, "smoke", 2, &rec, FINAL_READ).await?;
         let run = RunInfo {
             scenario: "smoke-one-node".into(),
+            duration: started.elapsed(),
+            fault_kind: "none".into(),
             acks: "1".into(),
             ..RunInfo::default()
         };
