@@ -15,14 +15,14 @@
 // Test code: a failed unwrap is a failed test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod cluster;
+mod fault;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
-use cluster::workload::{Workload, WorkloadConfig, final_read, send_each};
-use cluster::{Cluster, DEADLINE};
+use fault::workload::{Workload, WorkloadConfig, final_read, send_each};
+use fault::{Cluster, DEADLINE};
 use gregor_verify::{CheckOptions, CheckResult, FaultWindow, OpType, Recorder, RunInfo};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -129,7 +129,7 @@ async fn workload_driver_and_checker_end_to_end_on_one_node() -> anyhow::Result<
     on_cluster(&[], async |c| {
         let mut client = c.client_config();
         client.set("bootstrap.servers", &c.addrs(1).kafka);
-        cluster::create_topic(&client, "smoke", 2, 1, &[]).await?;
+        fault::create_topic(&client, "smoke", 2, 1, &[]).await?;
         let rec = Recorder::new();
         let started = Instant::now();
         let cfg = WorkloadConfig {
