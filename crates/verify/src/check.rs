@@ -77,10 +77,12 @@ impl<T> Anomalies<T> {
 #[serde(rename_all = "snake_case")]
 pub enum LostReason {
     /// Jepsen's rule: its offset is at or below the highest offset anyone read in its
-    /// partition, yet it is missing (from the final read, or, without one, from every read).
+    /// partition, yet it is missing (from the partition's final read, or, without one, from
+    /// every read).
     BelowReadFrontier,
-    /// The ducktape rule: absent from the final read, beyond everything read (or with no
-    /// known offset). After healing and a read up to the high watermark this is loss, not delay.
+    /// The ducktape rule: absent from the final read of its partition, beyond everything read
+    /// (or with no known offset). After healing and a read up to the high watermark this is
+    /// loss, not delay.
     AbsentFromFinalRead,
 }
 
@@ -257,7 +259,8 @@ pub struct CheckResult {
     pub fatal: Vec<&'static str>,
     /// The run was idempotent (from [`CheckOptions`]).
     pub idempotent: bool,
-    /// The history contains a final read.
+    /// The history contains a final read (of at least one partition; the ducktape rule applies
+    /// to the partitions it covered).
     pub has_final_read: bool,
     /// Operation counts.
     pub counts: Counts,
@@ -322,14 +325,17 @@ pub fn check(events: &[Event], options: &CheckOptions) -> CheckResult {
     let mut sends: HashMap<u64, Send> = HashMap::new();
     let mut reads: Vec<Read<'_>> = Vec::new();
     let mut corrupt = Anomalies::default();
-    let mut has_final_read = false;
+    // Partitions the final read covered (its invoke marks a partition even if it was empty).
+    let mut final_partitions: HashSet<i32> = HashSet::new();
     let mut end_ns = 0u64;
     for e in events {
         if e.f == OpFn::Send {
             // Availability ends with the last send activity, not with the final read.
             end_ns = end_ns.max(e.t_ns);
         }
-        has_final_read |= e.final_read;
+        if e.final_read {
+            final_partitions.insert(e.partition);
+        }
         match (e.f, e.kind) {
             (OpFn::Send, kind) => {
                 let Some(value) = e.value else { continue };
@@ -376,6 +382,7 @@ pub fn check(events: &[Event], options: &CheckOptions) -> CheckResult {
         }
     }
 
+    let has_final_read = !final_partitions.is_empty();
     let mut r = CheckResult {
         idempotent: options.idempotent,
         has_final_read,
@@ -491,7 +498,8 @@ pub fn check(events: &[Event], options: &CheckOptions) -> CheckResult {
         let below_frontier = offset
             .zip(frontier.get(&s.partition))
             .is_some_and(|(o, &f)| o <= f);
-        let missing = if has_final_read {
+        let final_covers = final_partitions.contains(&s.partition);
+        let missing = if final_covers {
             !read_final.contains(&value)
         } else {
             seen_at.is_none() && below_frontier
@@ -501,7 +509,7 @@ pub fn check(events: &[Event], options: &CheckOptions) -> CheckResult {
                 r.acked_lost += 1;
             }
             let read_earlier = read_before_final.contains(&value);
-            if has_final_read && read_earlier {
+            if final_covers && read_earlier {
                 r.stale_reads += 1;
             }
             r.lost.push(LostWrite {

@@ -189,6 +189,21 @@ fn unseen_without_final_read_is_reported_but_not_fatal() {
 }
 
 #[test]
+fn the_final_read_judges_only_the_partitions_it_covered() {
+    // Partition 1 was never read finally: its unread value is unseen, not lost.
+    let mut h = healthy();
+    h.ok(1, v(7), 0);
+    let r = h.check(true);
+    assert!(r.valid, "{r:#?}");
+    assert_eq!((r.unseen.count, r.lost.count), (1, 0));
+    // Once partition 1's final read (empty) is recorded, it is lost.
+    h.final_read(1, &[]);
+    let r = h.check(true);
+    assert_eq!(r.acked_lost, 1);
+    assert_eq!(r.lost.examples[0].reason, LostReason::AbsentFromFinalRead);
+}
+
+#[test]
 fn read_then_truncated_is_a_stale_read_and_lost() {
     // An info send read by a live consumer, then gone from the final log.
     let mut h = H::default();
