@@ -228,6 +228,8 @@ pub struct WindowFigure {
     pub window: FaultWindow,
     /// Longest interval without an acknowledged send that overlaps the window.
     pub longest_ack_gap_ns: Option<u64>,
+    /// Latency of the acknowledged sends invoked during the window.
+    pub latency: Latency,
 }
 
 /// Produce latency of acknowledged sends (invoke → ok), microseconds.
@@ -593,6 +595,14 @@ pub fn check(events: &[Event], options: &CheckOptions) -> CheckResult {
         .collect();
     acks.sort_unstable();
     r.availability = availability(&acks, end_ns, &options.fault_windows);
+    for w in &mut r.availability.windows {
+        let (start, end) = (w.window.start_ns, w.window.end_ns);
+        w.latency = latency(
+            sends
+                .values()
+                .filter(|s| s.invoke_ns >= start && s.invoke_ns < end),
+        );
+    }
     r.latency = latency(sends.values());
 
     let fatal = [
@@ -650,6 +660,7 @@ fn availability(acks: &[u64], end_ns: u64, windows: &[FaultWindow]) -> Availabil
             .map(|w| WindowFigure {
                 window: w.clone(),
                 longest_ack_gap_ns: longest(&|a, b| b > w.start_ns && a < w.end_ns),
+                latency: Latency::default(),
             })
             .collect(),
     }

@@ -114,6 +114,19 @@ pub fn render(run: &RunInfo, r: &CheckResult) -> String {
         ms(r.latency.max_us),
         r.latency.samples
     );
+    for w in &r.availability.windows {
+        let _ = writeln!(
+            out,
+            "  fault {:>8.2}s..{:.2}s {}: longest gap {}, p50/p99 {} / {} ({} acked)",
+            w.window.start_ns as f64 / 1e9,
+            w.window.end_ns as f64 / 1e9,
+            w.window.label,
+            w.longest_ack_gap_ns.map_or_else(|| "-".to_string(), secs),
+            ms(w.latency.p50_us),
+            ms(w.latency.p99_us),
+            w.latency.samples
+        );
+    }
     if r.valid {
         out.push_str("VALID\n");
     } else {

@@ -142,6 +142,12 @@ fn lost_write_is_detected_by_both_rules() {
     assert!(!r.valid);
     assert!(r.fatal.contains(&"lost"));
     assert_eq!(r.acked_lost, 2);
+    let text = render(&RunInfo::default(), &r);
+    assert!(text.contains("acked lost (acks=): 2 of 3"), "{text}");
+    assert!(
+        text.ends_with("INVALID: lost, inconsistent-offsets\n"),
+        "{text}"
+    );
     let reasons: Vec<(u64, LostReason)> = r
         .lost
         .examples
@@ -330,6 +336,9 @@ fn availability_gaps_overall_and_per_window() {
         .map(|w| w.longest_ack_gap_ns)
         .collect();
     assert_eq!(per, [Some(16_000_000), Some(2_000_000)]);
+    // Sends invoked in [0, 3 ms): the first, 1 ms each.
+    let w = &r.availability.windows[1];
+    assert_eq!((w.latency.samples, w.latency.p99_us), (1, 1000));
     let text = render(&RunInfo::default(), &r);
     assert!(text.contains("max 0.02 s"), "{text}");
 }
