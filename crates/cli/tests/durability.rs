@@ -526,6 +526,7 @@ async fn failover_unavailability_bench() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    ensure!(kills > 0, "GREGOR_BENCH_KILLS must be at least 1");
     on_cluster(FAST_FENCING, async |c| {
         let topic = "t-bench";
         replicated_topic(c, topic, "2").await?;
