@@ -1,7 +1,8 @@
 //! `gregor dev` at the process level: it starts three `gregor server` children on the documented
 //! ports, prints their PIDs and restart commands, reports a node killed with `kill -9` while the
 //! others keep serving, the printed restart command brings that node back, SIGINT stops every
-//! node and exits 0, and a second run on the same directory reuses the cluster id.
+//! node and exits 0, a second run on the same directory reuses the cluster id (and SIGTERM stops
+//! it the same way), and a node that cannot start makes it stop the others and fail.
 //!
 //! Only what `gregor dev` itself promises is checked (processes, ports, output, signals): the
 //! brokers do not form a replicated cluster yet.
@@ -292,7 +293,8 @@ fn dev_runs_kills_restarts_and_stops_a_three_node_cluster() {
         again.cluster_line
     );
     answers(again.nodes[1].kafka);
-    signal(again.child.id(), "-INT");
+    // SIGTERM (e.g. from a process manager) stops it like Ctrl-C.
+    signal(again.child.id(), "-TERM");
     assert!(wait_exit(again.child).success());
     for n in &again.nodes {
         assert!(!exists(n.pid), "node {} (pid {}) still exists", n.id, n.pid);
