@@ -19,6 +19,10 @@ test:
 doc:
     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
+# A local cluster: N broker+controller processes, Kafka on 9092.. (docs/dev.md; the README's run command).
+dev *ARGS:
+    cargo run --release -p gregor-cli -- dev {{ARGS}}
+
 # Run one node on 127.0.0.1:9092 with its data in ./data.
 server *ARGS:
     cargo run --release --bin gregor -- server {{ARGS}}

@@ -79,6 +79,11 @@ pub struct BrokerConfig {
     pub advertised_listener: Option<Endpoint>,
     /// `log.dirs` (Kafka's `log.dir` default `/tmp/kafka-logs`); exactly one directory.
     pub log_dir: PathBuf,
+    /// `replication.listener` (Gregor's own key, default `127.0.0.1:0`, an ephemeral port): the
+    /// bind address of the broker's replication gRPC service (`proto/replication.proto`),
+    /// advertised to the controller as endpoint `REPLICATION`. Parsed and validated here; the
+    /// broker ↔ controller integration binds it.
+    pub replication_listener: Endpoint,
     /// `num.partitions` (default 1): partitions of auto-created topics and CreateTopics with -1.
     pub num_partitions: i32,
     /// `auto.create.topics.enable` (default true).
@@ -144,6 +149,10 @@ impl Default for BrokerConfig {
             },
             advertised_listener: None,
             log_dir: PathBuf::from("/tmp/kafka-logs"),
+            replication_listener: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
             num_partitions: 1,
             auto_create_topics_enable: true,
             default_replication_factor: 1,
@@ -181,6 +190,7 @@ pub const KEYS: &[&str] = &[
     "advertised.listeners",
     "log.dirs",
     "log.dir",
+    "replication.listener",
     "num.partitions",
     "auto.create.topics.enable",
     "default.replication.factor",
@@ -282,6 +292,7 @@ impl BrokerConfig {
                 }
                 self.log_dir = PathBuf::from(value.trim());
             }
+            "replication.listener" => self.replication_listener = listener(value)?,
             "num.partitions" => self.num_partitions = parse(key, value, origin)?,
             "auto.create.topics.enable" => {
                 self.auto_create_topics_enable = parse(key, value, origin)?
@@ -664,6 +675,7 @@ mod tests {
             let mut c = BrokerConfig::default();
             let value = match *key {
                 "listeners" | "advertised.listeners" => "PLAINTEXT://h:1",
+                "replication.listener" => "127.0.0.1:9292",
                 "log.dirs" | "log.dir" => "/x",
                 "auto.create.topics.enable" | "delete.topic.enable" => "false",
                 "log.message.timestamp.type" => "LogAppendTime",

@@ -9,11 +9,14 @@
 //! - `group`: `gregor group list|describe|delete|reset-offsets` (kafka-consumer-groups.sh).
 //! - `cluster`: `gregor cluster describe` (the controller quorum and its brokers).
 //! - `perf`: `gregor perf produce|consume` (kafka-producer-perf-test / rdkafka_performance).
+//! - `dev`: `gregor dev`, a local N-node cluster of `gregor server` children (see
+//!   `docs/dev.md`).
 //!
 //! Clap types stay in this crate: the library crates take plain values.
 
 mod cluster;
 mod consume;
+mod dev;
 mod group;
 mod perf;
 mod produce;
@@ -55,6 +58,8 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Load generators: produce or consume N records and report throughput and latency.
     Perf(perf::PerfArgs),
+    /// Run a local cluster: N combined broker + controller processes on 127.0.0.1.
+    Dev(dev::DevArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,6 +97,7 @@ fn main() -> std::process::ExitCode {
             Command::Group(args) => group::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
             Command::Perf(args) => perf::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
         }
     });
     match result {

@@ -264,6 +264,7 @@ async fn register_broker(addrs: Vec<String>) -> anyhow::Result<()> {
                         incarnation_id: "00000000-0000-0000-0000-000000000001".into(),
                         endpoints: vec![],
                         rack: String::new(),
+                        clean_shutdown: false,
                     })
                     .await?
                     .into_inner()

@@ -178,6 +178,7 @@ impl BrokerLifecycle for BrokerService {
             incarnation,
             endpoints,
             rack: Some(req.rack).filter(|r| !r.is_empty()),
+            clean_shutdown: req.clean_shutdown,
         };
         let result = async {
             self.leader_term()?;

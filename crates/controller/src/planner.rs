@@ -8,12 +8,16 @@
 //! - **Placement** ([`assign_replicas`]): replicas go to active brokers with the fewest replicas,
 //!   spreading each partition across racks when racks are set; the preferred leader (first
 //!   replica) goes to the broker with the fewest preferred leaderships.
-//! - **Election** ([`plan_leadership`]): a partition whose leader is fenced or gone gets the first
-//!   replica (in assignment order) that is in the ISR and active. With none, it goes offline,
-//!   keeping its ISR so the last in-sync replica can come back, unless the topic sets
-//!   `unclean.leader.election.enable=true`, in which case any active replica is elected with a
-//!   fresh ISR of itself.
-//! - **ISR hygiene**: fenced brokers are removed from ISRs of partitions that still have a leader.
+//! - **Election** ([`plan_leadership`], KIP-966 order): a partition whose leader is fenced or gone
+//!   gets the first replica (in assignment order) that is in the ISR and active; else, when no
+//!   ISR member is active, the first active Eligible Leader Replica, with a new ISR of itself;
+//!   else, when ISR and ELR are both empty, the last known leader if it is active; else, only if
+//!   the topic sets `unclean.leader.election.enable=true`, any active replica with a fresh ISR of
+//!   itself. With none it goes offline with an empty ISR: apply moves the fenced ISR members to
+//!   the ELR (|ISR| = 0 < min ISR), so a clean one is elected when it comes back, and one that
+//!   restarted uncleanly is not (it leaves every ELR when it registers).
+//! - **ISR hygiene**: fenced brokers are removed from ISRs of partitions that still have a leader
+//!   (apply adds them to the ELR when that leaves the ISR below min ISR).
 //! - **Preferred leader**: when the first replica is active and back in the ISR, it leads again.
 //! - **Sessions** ([`plan_session_expiry`]): an active broker not heard from for
 //!   `session_timeout_ms` is fenced; its leaderships then move by the election rule.
@@ -423,11 +427,25 @@ fn desired(
     if let Some(leader) = clean {
         return Some((Some(leader), active_isr));
     }
+    // No live ISR member: an ELR member holds every committed record (the ELR is kept in
+    // assignment order).
+    if let Some(leader) = p.elr.iter().copied().find(|b| image.is_active(*b)) {
+        return Some((Some(leader), vec![leader]));
+    }
+    // Nothing else known to be complete: the last leader is the best copy there is. Only once
+    // the ISR is empty (its fenced members moved to the ELR first) and the ELR too.
+    if p.isr.is_empty()
+        && p.elr.is_empty()
+        && let Some(leader) = p.last_known_leader.filter(|b| image.is_active(*b))
+    {
+        return Some((Some(leader), vec![leader]));
+    }
     if unclean && let Some(leader) = p.replicas.iter().copied().find(|b| image.is_active(*b)) {
         return Some((Some(leader), vec![leader]));
     }
-    // Nobody eligible: offline, keeping the ISR so its members can come back as leader.
-    Some((None, p.isr.clone()))
+    // Nobody eligible: offline with an empty ISR; apply moves its members to the ELR so that
+    // the first of them to come back cleanly leads.
+    Some((None, Vec::new()))
 }
 
 /// One planning round of the leader controller: expire sessions, then fix leadership on the

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::*;
-use crate::metadata::{CommandResult, ConfigResource, UNCLEAN_LEADER_ELECTION};
+use crate::metadata::{
+    CommandResult, ConfigResource, MIN_INSYNC_REPLICAS, Rejection, UNCLEAN_LEADER_ELECTION,
+};
 
 /// Registers and unfences brokers `ids` (broker `id` gets epoch `10 * id`), with optional racks.
 fn cluster(brokers: &[(BrokerId, Option<&str>)]) -> MetadataImage {
@@ -19,6 +21,7 @@ fn cluster(brokers: &[(BrokerId, Option<&str>)]) -> MetadataImage {
                 incarnation: Uuid::from_u128(*id as u128),
                 endpoints: vec![],
                 rack: rack.map(str::to_owned),
+                clean_shutdown: true,
             },
         );
         assert_eq!(
@@ -334,10 +337,15 @@ fn fenced_leader_moves_to_the_next_isr_member_and_leaves_the_isr() {
 #[test]
 fn leader_is_only_elected_from_the_isr() {
     // The ISR is {1}; 1 is fenced; 2 and 3 are active but out of sync: the partition goes
-    // offline and keeps its ISR.
+    // offline with an empty ISR, and 1 moves to the ELR.
     let mut img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[1], Some(1))]);
     fence(&mut img, 1);
-    assert_eq!(plan_leadership(&img), vec![elect("t", 0, 0, None, &[1])]);
+    let plan = plan_leadership(&img);
+    assert_eq!(plan, vec![elect("t", 0, 0, None, &[])]);
+    apply_all(&mut img, &plan);
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!((&p.elr, p.last_known_leader), (&vec![1], Some(1)));
+    assert_eq!(plan_leadership(&img), vec![]);
 }
 
 #[test]
@@ -431,6 +439,179 @@ fn a_plan_made_on_a_stale_image_is_rejected_by_apply() {
         img.apply(off, &plan[0]),
         CommandResult::Rejected(crate::metadata::Rejection::StalePartitionEpoch { .. })
     ));
+}
+
+// ----- KIP-966: Eligible Leader Replicas ------------------------------------------------------
+
+fn set_topic_config(img: &mut MetadataImage, key: &str, value: &str) {
+    apply_all(
+        img,
+        &[Command::AlterConfigs {
+            resource: ConfigResource::Topic("t".into()),
+            changes: vec![(key.into(), Some(value.into()))],
+        }],
+    );
+}
+
+/// Sets the ELR of partition 0 of "t" directly, like `with_topic` does for the ISR.
+fn with_elr(mut img: MetadataImage, elr: &[BrokerId]) -> MetadataImage {
+    if let Some(t) = img.topics.get_mut("t") {
+        t.partitions[0].elr = elr.to_vec();
+    }
+    img
+}
+
+/// A restart: a new registration (fenced), clean or not, then unfenced once caught up.
+fn restart(img: &mut MetadataImage, id: BrokerId, clean: bool) {
+    let off = img.offset + 1;
+    let r = img.apply(
+        off,
+        &Command::RegisterBroker {
+            broker_id: id,
+            incarnation: Uuid::from_u128(1_000_000 + off as u128),
+            endpoints: vec![],
+            rack: None,
+            clean_shutdown: clean,
+        },
+    );
+    assert_eq!(r, CommandResult::BrokerRegistered { broker_epoch: off });
+    apply_all(
+        img,
+        &[Command::UnfenceBroker {
+            broker_id: id,
+            broker_epoch: off,
+        }],
+    );
+}
+
+fn state(img: &MetadataImage) -> (Option<BrokerId>, Vec<BrokerId>, Vec<BrokerId>) {
+    let p = img.partition("t", 0).unwrap();
+    (p.leader, p.isr.clone(), p.elr.clone())
+}
+
+#[test]
+fn fencing_below_min_isr_puts_the_removed_replica_in_the_elr() {
+    let mut img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[1, 2], Some(1))]);
+    set_topic_config(&mut img, MIN_INSYNC_REPLICAS, "2");
+    fence(&mut img, 1);
+    let plan = plan_leadership(&img);
+    assert_eq!(plan, vec![elect("t", 0, 0, Some(2), &[2])]);
+    apply_all(&mut img, &plan);
+    assert_eq!(state(&img), (Some(2), vec![2], vec![1]));
+    // At min ISR the same fence adds nobody.
+    let mut img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[1, 2, 3], Some(1))]);
+    set_topic_config(&mut img, MIN_INSYNC_REPLICAS, "2");
+    fence(&mut img, 1);
+    let plan = plan_leadership(&img);
+    apply_all(&mut img, &plan);
+    assert_eq!(state(&img), (Some(2), vec![2, 3], vec![]));
+}
+
+#[test]
+fn an_elr_member_is_elected_when_no_isr_member_is_live() {
+    // ISR {1}, ELR {2, 3} (they left the ISR below min ISR 2); 2 is fenced too.
+    let mut img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[1], Some(1))]);
+    // The min ISR first: changing it clears ELRs.
+    set_topic_config(&mut img, MIN_INSYNC_REPLICAS, "2");
+    let mut img = with_elr(img, &[2, 3]);
+    fence(&mut img, 2);
+    // 1 alive: it keeps leading, the ELR is not a candidate.
+    assert_eq!(plan_leadership(&img), vec![]);
+    fence(&mut img, 1);
+    // The first active ELR member leads with an ISR of itself; 1 joins the ELR.
+    let plan = plan_leadership(&img);
+    assert_eq!(plan, vec![elect("t", 0, 0, Some(3), &[3])]);
+    apply_all(&mut img, &plan);
+    assert_eq!(state(&img), (Some(3), vec![3], vec![1, 2]));
+    assert_eq!(plan_leadership(&img), vec![]);
+}
+
+#[test]
+fn offline_partition_returns_to_a_clean_elr_member_not_an_unclean_one() {
+    // ISR {1}, ELR {2}, min ISR 2; everyone dies: offline, ISR empty, ELR {1, 2}.
+    let mut img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[1], Some(1))]);
+    // The min ISR first: changing it clears ELRs.
+    set_topic_config(&mut img, MIN_INSYNC_REPLICAS, "2");
+    let mut img = with_elr(img, &[2]);
+    for b in [1, 2, 3] {
+        fence(&mut img, b);
+    }
+    let plan = plan_leadership(&img);
+    apply_all(&mut img, &plan);
+    assert_eq!(state(&img), (None, vec![], vec![1, 2]));
+    // 1 (the last ISR member) restarts uncleanly: it may have lost acknowledged records, so it
+    // leaves the ELR and is not elected although it is the only broker up (L6).
+    restart(&mut img, 1, false);
+    assert_eq!(state(&img), (None, vec![], vec![2]));
+    assert_eq!(plan_leadership(&img), vec![]);
+    // 3 was never in sync: no election either.
+    restart(&mut img, 3, true);
+    assert_eq!(plan_leadership(&img), vec![]);
+    // 2 restarts cleanly: elected from the ELR.
+    restart(&mut img, 2, true);
+    let plan = plan_leadership(&img);
+    let pe = img.partition("t", 0).unwrap().partition_epoch;
+    assert_eq!(plan, vec![elect("t", 0, pe, Some(2), &[2])]);
+    apply_all(&mut img, &plan);
+    assert_eq!(state(&img).0, Some(2));
+}
+
+#[test]
+fn the_last_known_leader_returns_once_nothing_better_is_left() {
+    // A single-replica partition whose broker restarts uncleanly: no ELR is left, and the last
+    // leader is the only copy, so it leads again (Kafka's last-known-leader election).
+    let mut img = with_topic(brokers(1), "t", &[(&[1], &[1], Some(1))]);
+    fence(&mut img, 1);
+    let plan = plan_leadership(&img);
+    apply_all(&mut img, &plan);
+    assert_eq!(state(&img), (None, vec![], vec![1]));
+    restart(&mut img, 1, false);
+    assert_eq!(state(&img), (None, vec![], vec![]));
+    let pe = img.partition("t", 0).unwrap().partition_epoch;
+    assert_eq!(
+        plan_leadership(&img),
+        vec![elect("t", 0, pe, Some(1), &[1])]
+    );
+}
+
+#[test]
+fn unclean_election_of_an_out_of_sync_replica_still_needs_the_opt_in() {
+    // ISR {1}; 1 dies and restarts uncleanly while 2 and 3 (never in sync) are up; 1 is fenced
+    // again before it is elected: nothing is electable without the opt-in.
+    let mut img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[1], Some(1))]);
+    fence(&mut img, 1);
+    let plan = plan_leadership(&img);
+    apply_all(&mut img, &plan);
+    restart(&mut img, 1, false);
+    fence(&mut img, 1);
+    assert_eq!(state(&img), (None, vec![], vec![]));
+    assert_eq!(plan_leadership(&img), vec![]);
+    // Apply refuses such an election too.
+    let pe = img.partition("t", 0).unwrap().partition_epoch;
+    let off = img.offset + 1;
+    assert_eq!(
+        img.apply(off, &elect("t", 0, pe, Some(2), &[2])),
+        CommandResult::Rejected(Rejection::IneligibleReplica(2))
+    );
+    set_topic_config(&mut img, UNCLEAN_LEADER_ELECTION, "true");
+    let plan = plan_leadership(&img);
+    assert_eq!(plan, vec![elect("t", 0, pe, Some(2), &[2])]);
+    apply_all(&mut img, &plan);
+    // An unclean leader starts a new history: no ELR, no last known leader.
+    let p = img.partition("t", 0).unwrap();
+    assert_eq!((&p.elr, p.last_known_leader), (&vec![], None));
+}
+
+#[test]
+fn unclean_election_does_not_preempt_a_clean_elr_member() {
+    // With the opt-in, an active ELR member still wins over any other replica.
+    let mut img = with_topic(brokers(3), "t", &[(&[1, 2, 3], &[1], Some(1))]);
+    // The min ISR first: changing it clears ELRs.
+    set_topic_config(&mut img, MIN_INSYNC_REPLICAS, "2");
+    let mut img = with_elr(img, &[3]);
+    set_topic_config(&mut img, UNCLEAN_LEADER_ELECTION, "true");
+    fence(&mut img, 1);
+    assert_eq!(plan_leadership(&img), vec![elect("t", 0, 0, Some(3), &[3])]);
 }
 
 // ----- sessions and heartbeats ---------------------------------------------------------------

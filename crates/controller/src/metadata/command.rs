@@ -26,8 +26,11 @@ mod tag {
     pub(super) const ALLOCATE_PRODUCER_IDS: u8 = 10;
 }
 
-/// The version every command is written in by this build.
+/// The first version of every command.
 const V1: u8 = 1;
+/// `RegisterBroker` v2 adds `clean_shutdown` (KIP-966). v1 records decode with
+/// `clean_shutdown: false`, the safe reading ("unknown").
+const REGISTER_BROKER_V2: u8 = 2;
 
 /// One change to the cluster metadata, replicated through the controller quorum.
 ///
@@ -46,6 +49,10 @@ pub enum Command {
         endpoints: Vec<Endpoint>,
         /// Rack, for rack-aware placement.
         rack: Option<String>,
+        /// The broker's previous shutdown was clean. `false` (unclean or unknown) removes it
+        /// from every Eligible Leader Replica set and, without adding it to an ELR, from every
+        /// ISR: it may have lost unflushed data (KIP-966).
+        clean_shutdown: bool,
     },
     /// Stop treating a broker as alive: no leaderships, not in ISRs.
     FenceBroker {
@@ -161,17 +168,26 @@ impl Command {
         }
     }
 
+    /// The version this build writes for this command.
+    pub fn version(&self) -> u8 {
+        match self {
+            Command::RegisterBroker { .. } => REGISTER_BROKER_V2,
+            _ => V1,
+        }
+    }
+
     /// Encodes as `[tag][version][body]`.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
         w.u8(self.tag());
-        w.u8(V1);
+        w.u8(self.version());
         match self {
             Command::RegisterBroker {
                 broker_id,
                 incarnation,
                 endpoints,
                 rack,
+                clean_shutdown,
             } => {
                 w.i32(*broker_id);
                 w.uuid(*incarnation);
@@ -182,6 +198,7 @@ impl Command {
                     w.u16(e.port);
                 }
                 w.opt_str(rack.as_deref());
+                w.bool(*clean_shutdown);
             }
             Command::FenceBroker {
                 broker_id,
@@ -289,7 +306,11 @@ impl Command {
             tag::ALLOCATE_PRODUCER_IDS => "AllocateProducerIds",
             other => return Err(DecodeError::UnknownTag(other)),
         };
-        if version != V1 {
+        let newest = match tag {
+            tag::REGISTER_BROKER => REGISTER_BROKER_V2,
+            _ => V1,
+        };
+        if !(V1..=newest).contains(&version) {
             return Err(DecodeError::UnsupportedVersion { kind, version });
         }
         let cmd = match tag {
@@ -305,11 +326,18 @@ impl Command {
                         port: r.u16()?,
                     });
                 }
+                let rack = r.opt_str()?;
+                let clean_shutdown = if version >= REGISTER_BROKER_V2 {
+                    r.bool()?
+                } else {
+                    false
+                };
                 Command::RegisterBroker {
                     broker_id,
                     incarnation,
                     endpoints,
-                    rack: r.opt_str()?,
+                    rack,
+                    clean_shutdown,
                 }
             }
             tag::FENCE_BROKER => Command::FenceBroker {
@@ -440,12 +468,14 @@ mod tests {
                     port: 9092,
                 }],
                 rack: Some("r1".into()),
+                clean_shutdown: true,
             },
             Command::RegisterBroker {
                 broker_id: 2,
                 incarnation: id,
                 endpoints: vec![],
                 rack: None,
+                clean_shutdown: false,
             },
             Command::FenceBroker {
                 broker_id: 3,
@@ -516,7 +546,7 @@ mod tests {
         for cmd in every_command() {
             let bytes = cmd.encode();
             assert_eq!(bytes[0], cmd.tag());
-            assert_eq!(bytes[1], V1);
+            assert_eq!(bytes[1], cmd.version());
             assert_eq!(Command::decode(&bytes), Ok(cmd));
         }
     }
@@ -542,6 +572,37 @@ mod tests {
         }
         .encode();
         assert_eq!(bytes, [2, 1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 17]);
+    }
+
+    #[test]
+    fn register_broker_v1_still_decodes_as_an_unknown_shutdown() {
+        // The exact v1 layout (before `clean_shutdown`): id 7, incarnation, no endpoints, no rack.
+        let id = Uuid::from_u128(5);
+        let mut v1 = vec![1, 1, 0, 0, 0, 7];
+        v1.extend_from_slice(id.as_bytes());
+        v1.extend_from_slice(&[0, 0, 0, 0, 0]);
+        let expected = Command::RegisterBroker {
+            broker_id: 7,
+            incarnation: id,
+            endpoints: vec![],
+            rack: None,
+            clean_shutdown: false,
+        };
+        assert_eq!(Command::decode(&v1), Ok(expected.clone()));
+        // v2 is v1 plus one flag byte.
+        let mut v2 = v1.clone();
+        v2[1] = 2;
+        v2.push(0);
+        assert_eq!(expected.encode(), v2);
+        let mut v3 = expected.encode();
+        v3[1] = 3;
+        assert_eq!(
+            Command::decode(&v3),
+            Err(DecodeError::UnsupportedVersion {
+                kind: "RegisterBroker",
+                version: 3
+            })
+        );
     }
 
     #[test]

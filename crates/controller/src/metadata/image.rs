@@ -15,6 +15,9 @@ use super::{BrokerId, Endpoint};
 
 /// Topic config key that allows electing a leader outside the ISR (may lose data).
 pub const UNCLEAN_LEADER_ELECTION: &str = "unclean.leader.election.enable";
+/// Topic (or cluster-level) config key: the ISR size below which the high watermark stops and
+/// removed replicas become Eligible Leader Replicas (KIP-966).
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,8 +41,19 @@ pub struct BrokerRegistration {
 pub struct PartitionState {
     /// Assigned replicas; the first is the preferred leader.
     pub replicas: Vec<BrokerId>,
-    /// In-sync replicas.
+    /// In-sync replicas. Empty only while the partition is offline (its last members then
+    /// moved to the ELR).
     pub isr: Vec<BrokerId>,
+    /// Eligible Leader Replicas (KIP-966), in assignment order: replicas removed from the ISR
+    /// while it was below min ISR. The high watermark cannot advance below min ISR, so they hold
+    /// every committed record and may be elected cleanly. Disjoint from the ISR; empty whenever
+    /// the ISR has at least min ISR members.
+    pub elr: Vec<BrokerId>,
+    /// The leader when the partition last went offline with an empty ISR, kept until a leader
+    /// is elected again. Elected as a last resort when ISR and ELR are both empty (Kafka's
+    /// "last known leader"), so that e.g. a single-replica partition comes back after an
+    /// unclean restart of its broker.
+    pub last_known_leader: Option<BrokerId>,
     /// Current leader, `None` when offline.
     pub leader: Option<BrokerId>,
     /// Bumped on every leader or ISR change made by the controller.
@@ -66,6 +80,12 @@ impl TopicImage {
             .get(UNCLEAN_LEADER_ELECTION)
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
+}
+
+/// Parses a `min.insync.replicas` value; anything but a positive integer counts as unset.
+fn parse_min_isr(v: Option<&String>) -> Option<usize> {
+    v.and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n >= 1)
 }
 
 /// The whole cluster metadata as of [`MetadataImage::offset`].
@@ -183,7 +203,14 @@ impl MetadataImage {
                 incarnation,
                 endpoints,
                 rack,
-            } => Ok(self.register(offset, *broker_id, *incarnation, endpoints, rack)),
+                clean_shutdown,
+            } => Ok(self.register(
+                offset,
+                *broker_id,
+                *incarnation,
+                (endpoints, rack),
+                *clean_shutdown,
+            )),
             Command::FenceBroker {
                 broker_id,
                 broker_epoch,
@@ -247,13 +274,31 @@ impl MetadataImage {
         self.topics.get(topic)?.partitions.get(partition as usize)
     }
 
+    /// The min ISR of `topic`: its `min.insync.replicas` override, else the cluster-level one,
+    /// else 1 (Kafka's default). An unknown topic gets the cluster value.
+    pub fn min_isr(&self, topic: &str) -> usize {
+        let topic_level = self
+            .topics
+            .get(topic)
+            .and_then(|t| parse_min_isr(t.configs.get(MIN_INSYNC_REPLICAS)));
+        topic_level
+            .or_else(|| {
+                parse_min_isr(
+                    self.configs
+                        .get(&ConfigResource::Cluster)
+                        .and_then(|c| c.get(MIN_INSYNC_REPLICAS)),
+                )
+            })
+            .unwrap_or(1)
+    }
+
     fn register(
         &mut self,
         offset: u64,
         id: BrokerId,
         incarnation: Uuid,
-        endpoints: &[Endpoint],
-        rack: &Option<String>,
+        (endpoints, rack): (&[Endpoint], &Option<String>),
+        clean_shutdown: bool,
     ) -> CommandResult {
         if let Some(existing) = self.brokers.get(&id)
             && existing.incarnation == incarnation
@@ -262,6 +307,9 @@ impl MetadataImage {
             return CommandResult::BrokerRegistered {
                 broker_epoch: existing.epoch,
             };
+        }
+        if !clean_shutdown {
+            self.forget_unclean_replica(id);
         }
         self.brokers.insert(
             id,
@@ -277,6 +325,43 @@ impl MetadataImage {
         );
         CommandResult::BrokerRegistered {
             broker_epoch: offset,
+        }
+    }
+
+    /// KIP-966: a broker back from an unclean (or unknown) shutdown may have lost unflushed
+    /// records, so it leaves every ELR, and it leaves every ISR *without* becoming an ELR
+    /// member (the controller's ISR hygiene would otherwise move it from the ISR into the ELR
+    /// once it is fenced). If it led a partition, that partition is leaderless until the planner
+    /// elects again (it is fenced now anyway); the leader epoch rises.
+    fn forget_unclean_replica(&mut self, id: BrokerId) {
+        let names: Vec<String> = self.topics.keys().cloned().collect();
+        for name in names {
+            let min_isr = self.min_isr(&name);
+            let Some(t) = self.topics.get_mut(&name) else {
+                continue;
+            };
+            for p in &mut t.partitions {
+                let in_elr = p.elr.contains(&id);
+                let in_isr = p.isr.contains(&id);
+                if !in_elr && !in_isr {
+                    continue;
+                }
+                p.elr.retain(|b| *b != id);
+                if in_isr {
+                    let old_leader = p.leader;
+                    p.isr.retain(|b| *b != id);
+                    // Nobody else was removed, so only the "ISR back at min ISR" rule applies.
+                    update_elr(p, &[], min_isr);
+                    if old_leader == Some(id) {
+                        p.leader = None;
+                        p.leader_epoch += 1;
+                    }
+                    if p.isr.is_empty() && old_leader.is_some() {
+                        p.last_known_leader = old_leader;
+                    }
+                }
+                p.partition_epoch += 1;
+            }
         }
     }
 
@@ -358,11 +443,13 @@ impl MetadataImage {
         Ok(CommandResult::Applied)
     }
 
+    /// The partition, whether its topic allows unclean election, and its min ISR.
     fn partition_mut(
         &mut self,
         topic: &str,
         partition: u32,
-    ) -> Result<(&mut PartitionState, bool), Rejection> {
+    ) -> Result<(&mut PartitionState, bool, usize), Rejection> {
+        let min_isr = self.min_isr(topic);
         let t = self
             .topics
             .get_mut(topic)
@@ -374,7 +461,7 @@ impl MetadataImage {
                 partition,
             }
         })?;
-        Ok((p, unclean))
+        Ok((p, unclean, min_isr))
     }
 
     fn alter_partition(
@@ -387,7 +474,7 @@ impl MetadataImage {
     ) -> Applied {
         self.check_broker(broker_id, broker_epoch)?;
         let ineligible = new_isr.iter().copied().find(|b| !self.is_active(*b));
-        let (p, _) = self.partition_mut(topic, partition)?;
+        let (p, _, min_isr) = self.partition_mut(topic, partition)?;
         if p.leader != Some(broker_id) {
             return Err(Rejection::NotLeader(broker_id));
         }
@@ -411,7 +498,9 @@ impl MetadataImage {
         if let Some(b) = ineligible.filter(|b| !p.isr.contains(b)) {
             return Err(Rejection::IneligibleReplica(b));
         }
+        let removed = minus(&p.isr, new_isr);
         p.isr = new_isr.to_vec();
+        update_elr(p, &removed, min_isr);
         p.partition_epoch += 1;
         Ok(CommandResult::PartitionChanged {
             leader_epoch: p.leader_epoch,
@@ -428,40 +517,73 @@ impl MetadataImage {
         isr: &[BrokerId],
     ) -> Applied {
         let leader_active = leader.is_none_or(|l| self.is_active(l));
-        let (p, unclean) = self.partition_mut(topic, partition)?;
+        let isr_live = self
+            .partition(topic, partition)
+            .is_some_and(|p| p.isr.iter().any(|b| self.is_active(*b)));
+        let (p, unclean, min_isr) = self.partition_mut(topic, partition)?;
         if partition_epoch != p.partition_epoch {
             return Err(Rejection::StalePartitionEpoch {
                 current: p.partition_epoch,
                 got: partition_epoch,
             });
         }
-        validate_isr(&p.replicas, isr)?;
+        let shrink_only = || {
+            if isr.iter().any(|b| !p.isr.contains(b)) {
+                Err(Rejection::Invalid(
+                    "an election may only shrink the ISR".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        // Whether this election trusts a replica outside the ISR and ELR (unclean).
+        let mut unclean_election = false;
         if let Some(l) = leader {
+            validate_isr(&p.replicas, isr)?;
             if !leader_active {
                 return Err(Rejection::IneligibleReplica(l));
             }
             if !isr.contains(&l) {
                 return Err(Rejection::Invalid("the ISR must contain the leader".into()));
             }
-            // The safety rule: only an ISR member may lead, unless the topic opted in to
-            // unclean election, in which case the ISR restarts from the new leader alone.
-            let clean = p.isr.contains(&l);
-            let unclean_ok = unclean && isr == [l];
-            if !(clean || unclean_ok) {
-                return Err(Rejection::IneligibleReplica(l));
+            // The safety rule, in KIP-966's order: an ISR member; else, with no live ISR
+            // member, an ELR member; else, with ISR and ELR empty, the last known leader; else
+            // any replica if the topic opted in to unclean election. Outside the ISR the new
+            // ISR is the new leader alone.
+            let alone = isr == [l];
+            let from_elr = p.elr.contains(&l) && !isr_live && alone;
+            let last_known =
+                p.isr.is_empty() && p.elr.is_empty() && p.last_known_leader == Some(l) && alone;
+            if p.isr.contains(&l) {
+                shrink_only()?;
+            } else if !(from_elr || last_known) {
+                if !(unclean && alone) {
+                    return Err(Rejection::IneligibleReplica(l));
+                }
+                unclean_election = true;
             }
-            if clean && isr.iter().any(|b| !p.isr.contains(b)) {
-                return Err(Rejection::Invalid(
-                    "an election may only shrink the ISR".into(),
-                ));
+        } else {
+            // Offline: the ISR may shrink down to empty; its members then move to the ELR.
+            if has_duplicates(isr) {
+                return Err(Rejection::Invalid(format!("duplicate ISR members {isr:?}")));
             }
-        } else if isr.iter().any(|b| !p.isr.contains(b)) {
-            return Err(Rejection::Invalid(
-                "an election may only shrink the ISR".into(),
-            ));
+            shrink_only()?;
         }
+        let removed = minus(&p.isr, isr);
+        let old_leader = p.leader;
         p.leader = leader;
         p.isr = isr.to_vec();
+        if unclean_election {
+            // The new leader's log is the truth now; nobody else is known to match it.
+            p.elr.clear();
+        } else {
+            update_elr(p, &removed, min_isr);
+        }
+        if leader.is_some() {
+            p.last_known_leader = None;
+        } else if p.isr.is_empty() && old_leader.is_some() {
+            p.last_known_leader = old_leader;
+        }
         p.leader_epoch += 1;
         p.partition_epoch += 1;
         Ok(CommandResult::PartitionChanged {
@@ -491,6 +613,24 @@ impl MetadataImage {
                 None => target.remove(k),
             };
         }
+        // Kafka clears the ELRs a min ISR change affects: they were computed against the old
+        // value. Clearing only costs availability, never safety.
+        if changes.iter().any(|(k, _)| k == MIN_INSYNC_REPLICAS) {
+            let affected: Vec<String> = match resource {
+                ConfigResource::Topic(name) => vec![name.clone()],
+                ConfigResource::Cluster => self.topics.keys().cloned().collect(),
+                ConfigResource::Broker(_) => vec![],
+            };
+            for name in affected {
+                let Some(t) = self.topics.get_mut(&name) else {
+                    continue;
+                };
+                for p in t.partitions.iter_mut().filter(|p| !p.elr.is_empty()) {
+                    p.elr.clear();
+                    p.partition_epoch += 1;
+                }
+            }
+        }
         Ok(CommandResult::Applied)
     }
 
@@ -507,10 +647,33 @@ impl MetadataImage {
     }
 }
 
+/// `a` without the members of `b`, in `a`'s order.
+fn minus(a: &[BrokerId], b: &[BrokerId]) -> Vec<BrokerId> {
+    a.iter().copied().filter(|x| !b.contains(x)).collect()
+}
+
+/// KIP-966's ELR rule after an ISR change that removed `removed`: at or above min ISR the ELR
+/// is empty; below it, the removed replicas join it, and ISR members never are in it.
+fn update_elr(p: &mut PartitionState, removed: &[BrokerId], min_isr: usize) {
+    if p.isr.len() >= min_isr {
+        p.elr.clear();
+        return;
+    }
+    let elr: Vec<BrokerId> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|b| (p.elr.contains(b) || removed.contains(b)) && !p.isr.contains(b))
+        .collect();
+    p.elr = elr;
+}
+
 fn new_partition(replicas: &[BrokerId]) -> PartitionState {
     PartitionState {
         replicas: replicas.to_vec(),
         isr: replicas.to_vec(),
+        elr: Vec::new(),
+        last_known_leader: None,
         leader: replicas.first().copied(),
         leader_epoch: 0,
         partition_epoch: 0,
@@ -543,7 +706,10 @@ fn validate_isr(replicas: &[BrokerId], isr: &[BrokerId]) -> Result<(), Rejection
 // ---------------------------------------------------------------------------------------------
 
 const IMAGE_MAGIC: &[u8; 4] = b"GRMI";
+/// v1: no ELR. v2 (KIP-966) adds each partition's `elr` and `last_known_leader` after its
+/// partition epoch; v1 images decode with both empty.
 const IMAGE_V1: u8 = 1;
+const IMAGE_V2: u8 = 2;
 
 impl MetadataImage {
     /// Encodes the image for a snapshot.
@@ -552,7 +718,7 @@ impl MetadataImage {
         for b in IMAGE_MAGIC {
             w.u8(*b);
         }
-        w.u8(IMAGE_V1);
+        w.u8(IMAGE_V2);
         w.u64(self.offset);
         w.i64(self.next_producer_id);
         w.len(self.brokers.len());
@@ -581,6 +747,8 @@ impl MetadataImage {
                 w.opt_i32(p.leader);
                 w.i32(p.leader_epoch);
                 w.i32(p.partition_epoch);
+                w.i32s(&p.elr);
+                w.opt_i32(p.last_known_leader);
             }
         }
         w.len(self.configs.len());
@@ -623,7 +791,7 @@ impl MetadataImage {
         }
         let mut r = Reader::new(&content[4..]);
         let version = r.u8()?;
-        if version != IMAGE_V1 {
+        if version != IMAGE_V1 && version != IMAGE_V2 {
             return Err(DecodeError::UnsupportedVersion {
                 kind: "metadata image",
                 version,
@@ -666,12 +834,24 @@ impl MetadataImage {
             let configs = r.str_map()?;
             let mut partitions = Vec::new();
             for _ in 0..r.len(17)? {
+                let replicas = r.i32s()?;
+                let isr = r.i32s()?;
+                let leader = r.opt_i32()?;
+                let leader_epoch = r.i32()?;
+                let partition_epoch = r.i32()?;
+                let (elr, last_known_leader) = if version >= IMAGE_V2 {
+                    (r.i32s()?, r.opt_i32()?)
+                } else {
+                    (Vec::new(), None)
+                };
                 partitions.push(PartitionState {
-                    replicas: r.i32s()?,
-                    isr: r.i32s()?,
-                    leader: r.opt_i32()?,
-                    leader_epoch: r.i32()?,
-                    partition_epoch: r.i32()?,
+                    replicas,
+                    isr,
+                    elr,
+                    last_known_leader,
+                    leader,
+                    leader_epoch,
+                    partition_epoch,
                 });
             }
             img.topics.insert(

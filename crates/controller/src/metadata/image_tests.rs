@@ -24,6 +24,7 @@ pub(crate) fn image_with(n: i32, assignments: &[&[BrokerId]]) -> MetadataImage {
                 incarnation: uuid(id as u128),
                 endpoints: vec![],
                 rack: None,
+                clean_shutdown: true,
             },
         );
         assert_eq!(r, CommandResult::BrokerRegistered { broker_epoch: off });
@@ -75,6 +76,7 @@ fn register_is_fenced_until_unfenced_and_idempotent_per_incarnation() {
         incarnation: uuid(1),
         endpoints: vec![],
         rack: Some("a".into()),
+        clean_shutdown: true,
     };
     assert_eq!(
         img.apply(5, &reg),
@@ -100,6 +102,7 @@ fn register_is_fenced_until_unfenced_and_idempotent_per_incarnation() {
         incarnation: uuid(2),
         endpoints: vec![],
         rack: None,
+        clean_shutdown: true,
     };
     assert_eq!(
         img.apply(9, &restart),
@@ -132,6 +135,8 @@ fn create_topic_starts_with_full_isr_and_first_replica_leading() {
         PartitionState {
             replicas: vec![2, 3, 1],
             isr: vec![2, 3, 1],
+            elr: vec![],
+            last_known_leader: None,
             leader: Some(2),
             leader_epoch: 0,
             partition_epoch: 0
@@ -304,7 +309,7 @@ fn elect_leader_bumps_both_epochs_and_only_picks_from_the_isr() {
         rejected(&mut img, elect(1, Some(2), vec![2])),
         Rejection::StalePartitionEpoch { current: 2, got: 1 }
     );
-    // Going offline keeps the ISR.
+    // Going offline may keep (a subset of) the ISR.
     assert_eq!(
         img.apply(22, &elect(2, None, vec![2])),
         CommandResult::PartitionChanged {
@@ -437,8 +442,11 @@ fn apply_is_deterministic_and_the_image_round_trips() {
         );
         img
     };
-    let a = build();
-    assert_eq!(a, build());
+    let mut a = build();
+    // Every field of the v2 encoding, including a non-empty ELR and a last known leader.
+    a.topics.get_mut("t").unwrap().partitions[1].elr = vec![2];
+    a.topics.get_mut("t").unwrap().partitions[1].last_known_leader = Some(3);
+    assert_eq!(build().encode(), build().encode());
     let bytes = a.encode();
     assert_eq!(MetadataImage::decode(&bytes), Ok(a));
 }
@@ -458,4 +466,298 @@ fn corrupt_images_are_typed_errors() {
     for cut in 0..bytes.len() {
         assert!(MetadataImage::decode(&bytes[..cut]).is_err());
     }
+}
+
+// ----- KIP-966: Eligible Leader Replicas ---------------------------------------------------------
+
+fn set_config(img: &mut MetadataImage, resource: ConfigResource, key: &str, value: &str) {
+    let off = img.offset + 1;
+    let r = img.apply(
+        off,
+        &Command::AlterConfigs {
+            resource,
+            changes: vec![(key.into(), Some(value.into()))],
+        },
+    );
+    assert_eq!(r, CommandResult::Applied);
+}
+
+fn min_isr(img: &mut MetadataImage, n: usize) {
+    set_config(
+        img,
+        ConfigResource::Topic("t".into()),
+        MIN_INSYNC_REPLICAS,
+        &n.to_string(),
+    );
+}
+
+fn part(img: &MetadataImage) -> &PartitionState {
+    &img.topics["t"].partitions[0]
+}
+
+fn register(img: &mut MetadataImage, id: BrokerId, incarnation: u128, clean: bool) -> u64 {
+    let off = img.offset + 1;
+    match img.apply(
+        off,
+        &Command::RegisterBroker {
+            broker_id: id,
+            incarnation: uuid(incarnation),
+            endpoints: vec![],
+            rack: None,
+            clean_shutdown: clean,
+        },
+    ) {
+        CommandResult::BrokerRegistered { broker_epoch } => broker_epoch,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn set_fenced(img: &mut MetadataImage, id: BrokerId, fenced: bool) {
+    let off = img.offset + 1;
+    let broker_epoch = img.brokers[&id].epoch;
+    let cmd = if fenced {
+        Command::FenceBroker {
+            broker_id: id,
+            broker_epoch,
+        }
+    } else {
+        Command::UnfenceBroker {
+            broker_id: id,
+            broker_epoch,
+        }
+    };
+    assert_eq!(img.apply(off, &cmd), CommandResult::Applied);
+}
+
+#[test]
+fn min_isr_comes_from_the_topic_then_the_cluster_then_defaults_to_one() {
+    let mut img = image_with(3, &[&[1, 2, 3]]);
+    assert_eq!(img.min_isr("t"), 1);
+    set_config(&mut img, ConfigResource::Cluster, MIN_INSYNC_REPLICAS, "2");
+    assert_eq!(img.min_isr("t"), 2);
+    min_isr(&mut img, 3);
+    assert_eq!(img.min_isr("t"), 3);
+    // An unusable override counts as unset.
+    set_config(
+        &mut img,
+        ConfigResource::Topic("t".into()),
+        MIN_INSYNC_REPLICAS,
+        "0",
+    );
+    assert_eq!(img.min_isr("t"), 2);
+}
+
+#[test]
+fn shrinking_below_min_isr_moves_the_removed_replicas_to_the_elr() {
+    let mut img = image_with(4, &[&[1, 2, 3, 4]]);
+    min_isr(&mut img, 3);
+    let pe = part(&img).partition_epoch;
+    // 4 ISR members -> 3: still at min ISR, so 4 is just out of sync (the HW could advance
+    // without it).
+    img.apply(30, &alter(vec![1, 2, 3], 1, 1, 0, pe));
+    assert_eq!(part(&img).elr, Vec::<BrokerId>::new());
+    // 3 -> 1: below min ISR; 2 and 3 hold everything committed.
+    img.apply(31, &alter(vec![1], 1, 1, 0, pe + 1));
+    assert_eq!(part(&img).isr, vec![1]);
+    assert_eq!(part(&img).elr, vec![2, 3]);
+    // 3 catches up and rejoins the ISR: it leaves the ELR; still below min ISR, 2 stays.
+    img.apply(32, &alter(vec![1, 3], 1, 1, 0, pe + 2));
+    assert_eq!(part(&img).elr, vec![2]);
+    // Back at min ISR: the ELR is cleared (the HW moves again without 2).
+    img.apply(33, &alter(vec![1, 3, 4], 1, 1, 0, pe + 3));
+    assert_eq!(part(&img).elr, Vec::<BrokerId>::new());
+    assert_eq!(part(&img).partition_epoch, pe + 4);
+}
+
+#[test]
+fn the_cluster_min_isr_applies_to_topics_without_an_override() {
+    let mut img = image_with(3, &[&[1, 2, 3]]);
+    set_config(&mut img, ConfigResource::Cluster, MIN_INSYNC_REPLICAS, "2");
+    img.apply(30, &alter(vec![1], 1, 1, 0, 0));
+    assert_eq!(part(&img).elr, vec![2, 3]);
+    // Without any min ISR (default 1) the same shrink adds nobody.
+    let mut img = image_with(3, &[&[1, 2, 3]]);
+    img.apply(30, &alter(vec![1], 1, 1, 0, 0));
+    assert_eq!(part(&img).elr, Vec::<BrokerId>::new());
+}
+
+#[test]
+fn a_min_isr_change_clears_the_elr() {
+    let mut img = image_with(3, &[&[1, 2, 3]]);
+    min_isr(&mut img, 2);
+    img.apply(30, &alter(vec![1], 1, 1, 0, 0));
+    assert_eq!(part(&img).elr, vec![2, 3]);
+    let pe = part(&img).partition_epoch;
+    set_config(&mut img, ConfigResource::Cluster, MIN_INSYNC_REPLICAS, "3");
+    // The topic override still wins, but the cluster key is a min ISR change: cleared.
+    assert_eq!(part(&img).elr, Vec::<BrokerId>::new());
+    assert_eq!(part(&img).partition_epoch, pe + 1);
+}
+
+#[test]
+fn elr_members_are_elected_only_when_no_isr_member_is_live() {
+    let mut img = image_with(3, &[&[1, 2, 3]]);
+    min_isr(&mut img, 2);
+    img.apply(30, &alter(vec![1], 1, 1, 0, 0));
+    assert_eq!(part(&img).elr, vec![2, 3]);
+    // 1 (the ISR) is alive: an ELR member may not take over.
+    assert_eq!(
+        rejected(&mut img, elect(1, Some(3), vec![3])),
+        Rejection::IneligibleReplica(3)
+    );
+    set_fenced(&mut img, 1, true);
+    // It becomes the ISR alone, not with other ELR members.
+    assert!(matches!(
+        rejected(&mut img, elect(1, Some(3), vec![3, 2])),
+        Rejection::IneligibleReplica(3)
+    ));
+    assert_eq!(
+        img.apply(40, &elect(1, Some(3), vec![3])),
+        CommandResult::PartitionChanged {
+            leader_epoch: 1,
+            partition_epoch: 2
+        }
+    );
+    // 1 left the ISR below min ISR: it joins the ELR; 3 left it.
+    let p = part(&img);
+    assert_eq!((p.leader, &p.isr, &p.elr), (Some(3), &vec![3], &vec![1, 2]));
+}
+
+#[test]
+fn going_offline_moves_the_isr_to_the_elr_and_remembers_the_leader() {
+    let mut img = image_with(2, &[&[1, 2]]);
+    img.apply(30, &alter(vec![1], 1, 1, 0, 0));
+    set_fenced(&mut img, 1, true);
+    assert!(matches!(
+        img.apply(40, &elect(1, None, vec![])),
+        CommandResult::PartitionChanged { .. }
+    ));
+    let p = part(&img);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone(), p.last_known_leader),
+        (None, vec![], vec![1], Some(1))
+    );
+    // The last known leader is only a candidate once the ELR is empty too.
+    set_fenced(&mut img, 1, false);
+    let pe = part(&img).partition_epoch;
+    assert!(matches!(
+        img.apply(41, &elect(pe, Some(1), vec![1])),
+        CommandResult::PartitionChanged { .. }
+    ));
+    let p = part(&img);
+    assert_eq!(
+        (p.leader, p.isr.clone(), p.elr.clone(), p.last_known_leader),
+        (Some(1), vec![1], vec![], None)
+    );
+}
+
+#[test]
+fn an_unclean_restart_leaves_every_elr_and_isr_without_joining_an_elr() {
+    // Two partitions: p0 led by 1 with ISR {1} and ELR {2, 3}; p1 led by 2 with ISR {2, 3}.
+    let mut img = image_with(3, &[&[1, 2, 3], &[2, 3, 1]]);
+    min_isr(&mut img, 2);
+    img.apply(30, &alter(vec![1], 1, 1, 0, 0));
+    img.apply(
+        31,
+        &Command::AlterPartition {
+            topic: "t".into(),
+            partition: 1,
+            broker_id: 2,
+            broker_epoch: 3,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            new_isr: vec![2, 3],
+        },
+    );
+    assert_eq!(part(&img).elr, vec![2, 3]);
+    // A clean restart of 2 changes no ELR or ISR (the planner fences it out of ISRs later).
+    let before = img.topics["t"].clone();
+    register(&mut img, 2, 22, true);
+    assert_eq!(img.topics["t"], before);
+    // An unclean restart of 3: out of p0's ELR, and out of p1's ISR without entering its ELR
+    // (p1 drops below min ISR but the only removed replica is the unclean one).
+    register(&mut img, 3, 33, false);
+    let p0 = &img.topics["t"].partitions[0];
+    assert_eq!((&p0.isr, &p0.elr), (&vec![1], &vec![2]));
+    assert_eq!(p0.partition_epoch, before.partitions[0].partition_epoch + 1);
+    assert_eq!(p0.leader_epoch, before.partitions[0].leader_epoch);
+    let p1 = &img.topics["t"].partitions[1];
+    assert_eq!((p1.leader, &p1.isr, &p1.elr), (Some(2), &vec![2], &vec![]));
+    // An unclean restart of the leader of p0 (ISR {1}): leaderless, leader epoch up, ISR empty,
+    // 1 is not an ELR member, and it is remembered as the last known leader.
+    let le = img.topics["t"].partitions[0].leader_epoch;
+    register(&mut img, 1, 11, false);
+    let p0 = &img.topics["t"].partitions[0];
+    assert_eq!(
+        (p0.leader, &p0.isr, &p0.elr, p0.last_known_leader),
+        (None, &vec![], &vec![2], Some(1))
+    );
+    assert_eq!(p0.leader_epoch, le + 1);
+    // A retried registration of the same incarnation changes nothing.
+    let again = img.topics["t"].clone();
+    register(&mut img, 1, 11, false);
+    assert_eq!(img.topics["t"], again);
+}
+
+#[test]
+fn the_last_known_leader_waits_for_an_empty_elr() {
+    let mut img = image_with(3, &[&[1, 2, 3]]);
+    min_isr(&mut img, 2);
+    img.apply(30, &alter(vec![1], 1, 1, 0, 0));
+    for b in [1, 2, 3] {
+        set_fenced(&mut img, b, true);
+    }
+    img.apply(40, &elect(1, None, vec![]));
+    assert_eq!(part(&img).elr, vec![1, 2, 3]);
+    assert_eq!(part(&img).last_known_leader, Some(1));
+    // 1 comes back uncleanly: not in the ELR any more, and while 2 and 3 are ELR members it is
+    // not electable as the last known leader either.
+    let e1 = register(&mut img, 1, 11, false);
+    img.apply(
+        50,
+        &Command::UnfenceBroker {
+            broker_id: 1,
+            broker_epoch: e1,
+        },
+    );
+    let pe = part(&img).partition_epoch;
+    assert_eq!(
+        rejected(&mut img, elect(pe, Some(1), vec![1])),
+        Rejection::IneligibleReplica(1)
+    );
+    // 2 and 3 come back uncleanly too: nothing is known to be complete; the last leader is
+    // the best copy left.
+    register(&mut img, 2, 22, false);
+    register(&mut img, 3, 33, false);
+    assert_eq!(part(&img).elr, Vec::<BrokerId>::new());
+    let pe = part(&img).partition_epoch;
+    assert!(matches!(
+        img.apply(60, &elect(pe, Some(1), vec![1])),
+        CommandResult::PartitionChanged { .. }
+    ));
+}
+
+#[test]
+fn a_v1_image_decodes_with_empty_elrs() {
+    // One topic with one partition and no configs: the v2 partition ends with an empty ELR
+    // (4 bytes) and no last known leader (1 byte), followed by the config count (4 bytes) and
+    // the checksum. Dropping those 5 bytes and writing version 1 gives the v1 layout.
+    let img = image_with(2, &[&[1, 2]]);
+    let v2 = img.encode();
+    assert_eq!(v2[4], 2);
+    let n = v2.len();
+    let mut v1 = v2[..n - 13].to_vec();
+    v1.extend_from_slice(&v2[n - 8..n - 4]);
+    v1[4] = 1;
+    let crc = crc32c::crc32c(&v1);
+    v1.extend_from_slice(&crc.to_be_bytes());
+    assert_eq!(MetadataImage::decode(&v1), Ok(img));
+    let mut v3 = v2.clone();
+    v3[4] = 3;
+    let crc = crc32c::crc32c(&v3[..n - 4]);
+    v3[n - 4..].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        MetadataImage::decode(&v3),
+        Err(DecodeError::UnsupportedVersion { version: 3, .. })
+    ));
 }

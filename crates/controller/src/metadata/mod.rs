@@ -9,8 +9,8 @@ mod image_tests;
 pub use codec::DecodeError;
 pub use command::{Command, ConfigResource};
 pub use image::{
-    BrokerRegistration, CommandResult, MetadataImage, PartitionState, Rejection, TopicImage,
-    UNCLEAN_LEADER_ELECTION,
+    BrokerRegistration, CommandResult, MIN_INSYNC_REPLICAS, MetadataImage, PartitionState,
+    Rejection, TopicImage, UNCLEAN_LEADER_ELECTION,
 };
 
 /// A broker id (`node.id`), as in Kafka.

@@ -324,6 +324,7 @@ mod tests {
             incarnation: uuid::Uuid::from_u128(1),
             endpoints: vec![],
             rack: None,
+            clean_shutdown: true,
         };
         let unfence = Command::UnfenceBroker {
             broker_id: 1,

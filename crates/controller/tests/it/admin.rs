@@ -55,6 +55,7 @@ async fn admin_writes_go_through_the_leader_and_describe_reports_the_quorum() ->
                         incarnation: uuid::Uuid::new_v4(),
                         endpoints: vec![],
                         rack: Some(rack.into()),
+                        clean_shutdown: true,
                     },
                 )
                 .await?;

@@ -50,6 +50,7 @@ async fn brokers_register_watch_heartbeat_and_get_fenced() -> anyhow::Result<()>
                 port: 9092,
             }],
             rack: String::new(),
+            clean_shutdown: false,
         };
 
         // A follower points at the leader.

@@ -182,6 +182,7 @@ fn register(id: i32) -> Command {
         incarnation: Uuid::from_u128(id as u128),
         endpoints: vec![],
         rack: None,
+        clean_shutdown: true,
     }
 }
 
