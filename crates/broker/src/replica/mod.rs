@@ -715,11 +715,12 @@ pub async fn serve(
     });
     let mut result = Ok(());
     tokio::select! {
+        biased;
         _ = token.cancelled() => {}
         Some(done) = tasks.join_next() => {
-            // A task ended on its own (the server failed): stop the rest.
+            // A task ended on its own (the server failed) unless we are stopping: stop the rest.
             result = done.map_err(BrokerError::from).and_then(|r| r);
-            if result.is_ok() {
+            if result.is_ok() && !token.is_cancelled() {
                 result = Err(BrokerError::Replication("a replication task ended early".into()));
             }
         }

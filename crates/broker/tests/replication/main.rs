@@ -1,0 +1,8 @@
+//! Replication tests: several in-process brokers with real gRPC replication on 127.0.0.1:0 and
+//! a fake controller (see `harness`). Every wait is on observable state with a deadline.
+
+mod acks;
+mod epochs;
+mod harness;
+mod isr;
+mod service;
