@@ -28,7 +28,7 @@ use bytes::Bytes;
 use gregor_storage::batch::ValidationMode;
 use gregor_storage::{BatchHeader, ProducerCheck};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 
 use super::{Reply, RequestContext, str_bytes};
@@ -127,6 +127,9 @@ fn append(
 /// A partition's failure as the client sees it: (error code, message).
 type Failure = (i16, String);
 
+/// One partition's outcome.
+type Outcome = std::result::Result<Appended, Failure>;
+
 fn failure(e: &BrokerError) -> Failure {
     (error::code(e), error::message(e))
 }
@@ -169,7 +172,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Reply<ProduceR
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms as u64);
     let mut any_error = false;
     // (topic name, partition outcomes); acks=all outcomes are completed below, concurrently.
-    let mut results: Vec<(_, Vec<(i32, std::result::Result<Appended, Failure>)>)> =
+    let mut results: Vec<(TopicName, Vec<(i32, Outcome)>)> =
         Vec::with_capacity(req.topic_data.len());
     let mut waits = Vec::new();
     for topic in req.topic_data {

@@ -58,13 +58,15 @@ pub struct ReplicaState {
     role: Role,
     /// `Some` exactly while `role` is [`Role::Leader`].
     leader: Option<LeaderState>,
-    /// The ISR of an AlterIsr in flight (at most one per partition).
-    isr_in_flight: Option<Vec<BrokerId>>,
+    /// The AlterIsr in flight (at most one per partition): its (leader epoch, partition
+    /// epoch) and proposed ISR.
+    isr_in_flight: Option<((i32, i32), Vec<BrokerId>)>,
     /// The (leader epoch, partition epoch) a refused AlterIsr was based on: no new proposal
     /// until the metadata moves past it.
     isr_refused_at: Option<(i32, i32)>,
     /// The topic's `min.insync.replicas` as last seen by a caller that knows the topic (the
-    /// `__consumer_offsets` append path does not).
+    /// `__consumer_offsets` append path does not). Unknown (`i32::MAX`) until then, which the
+    /// effective minimum turns into "every replica".
     min_isr: i32,
 }
 
@@ -85,7 +87,7 @@ impl ReplicaState {
             leader: None,
             isr_in_flight: None,
             isr_refused_at: None,
-            min_isr: 1,
+            min_isr: i32::MAX,
         }
     }
 
@@ -225,7 +227,9 @@ impl Partition {
                 ));
                 st.isr_in_flight = None;
                 st.isr_refused_at = None;
-                tracing::info!(tp = %self.tp, epoch = a.leader_epoch, leo, isr = ?a.isr, "became leader");
+                if a.replicas.len() > 1 {
+                    tracing::info!(tp = %self.tp, epoch = a.leader_epoch, leo, isr = ?a.isr, "became leader");
+                }
             }
             Role::Leader => {
                 let node = st.node;
@@ -255,6 +259,9 @@ impl Partition {
         }
         st.role = role;
         st.assignment = a;
+        // A new leader whose ISR is already complete (a single node after a restart) need not
+        // wait for an append to expose its log.
+        self.advance_hw_locked(&mut st, None);
         drop(st);
         // Waiters re-check: a lost leadership fails acks=all, a shrunk ISR fails it with 20.
         self.wake();
@@ -333,11 +340,20 @@ impl Partition {
         if let Some(m) = min_isr {
             st.min_isr = m;
         }
-        let min_isr = st.min_isr;
+        // Kafka's effective minimum: min.insync.replicas capped at the replication factor, so a
+        // single replica (or RF below the minimum) still moves its HW (acks=all is refused
+        // separately, on the configured value).
+        let min_isr = st
+            .min_isr
+            .min(i32::try_from(st.assignment.replicas.len()).unwrap_or(i32::MAX))
+            .max(1);
         let Some(leader) = st.leader.as_ref() else {
             return;
         };
-        let maximal = maximal_isr(&st.assignment.isr, st.isr_in_flight.as_deref());
+        let maximal = maximal_isr(
+            &st.assignment.isr,
+            st.isr_in_flight.as_ref().map(|(_, isr)| isr.as_slice()),
+        );
         let mut log = self.log.write();
         let leo = log.log_end_offset();
         let Some(candidate) =
@@ -459,7 +475,7 @@ impl Partition {
             partition_epoch: a.partition_epoch,
             new_isr: new_isr.clone(),
         };
-        st.isr_in_flight = Some(new_isr);
+        st.isr_in_flight = Some(((request.leader_epoch, request.partition_epoch), new_isr));
         Some(request)
     }
 
@@ -471,7 +487,14 @@ impl Partition {
         min_isr: i32,
     ) {
         let mut st = self.replica.lock();
-        st.isr_in_flight = None;
+        // A new term may have started (and proposed) since: only our own proposal is cleared.
+        if st
+            .isr_in_flight
+            .as_ref()
+            .is_some_and(|(base, _)| *base == (request.leader_epoch, request.partition_epoch))
+        {
+            st.isr_in_flight = None;
+        }
         match outcome {
             Ok(c) => {
                 let a = &mut st.assignment;
