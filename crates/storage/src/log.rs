@@ -690,6 +690,14 @@ impl PartitionLog {
         self.write_producer_snapshot()
     }
 
+    /// A follower that fell behind the leader's log start (retention deleted what it needs):
+    /// deletes every segment and restarts the log, empty, at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`). The epoch cache and producer state start over with it.
+    pub fn reset_to(&mut self, offset: i64) -> Result<()> {
+        self.check_writable()?;
+        self.truncate_fully_and_start_at(offset.max(0), wall_clock_ms())
+    }
+
     /// Deletes every segment and starts an empty log at `offset`.
     fn truncate_fully_and_start_at(&mut self, offset: i64, now_ms: i64) -> Result<()> {
         let all: Vec<i64> = self.segments.keys().rev().copied().collect();

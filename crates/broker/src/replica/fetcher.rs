@@ -23,6 +23,7 @@ use std::time::Duration;
 use gregor_proto::replication::v1::replication_client::ReplicationClient;
 use gregor_proto::replication::v1::{PartitionFetch, ReplicaFetchRequest};
 use gregor_storage::TopicPartition;
+use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -205,6 +206,15 @@ async fn fetch_from(broker: Arc<Broker>, leader: BrokerId, token: CancellationTo
             else {
                 continue;
             };
+            if data.error_code == i32::from(ResponseError::OffsetOutOfRange.code())
+                && data.log_start_offset > s.fetch_offset
+            {
+                match p.reset_behind_leader(s.leader_epoch, data.log_start_offset) {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(tp = %p.tp, error = %e, "cannot restart the log"),
+                }
+            }
             if data.error_code != 0 {
                 tracing::debug!(tp = %p.tp, leader, code = data.error_code, "replica fetch error; waiting for new metadata");
                 paused.insert(p.tp.clone(), (s.leader_epoch, until));

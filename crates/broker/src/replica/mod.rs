@@ -561,6 +561,28 @@ impl Partition {
         Ok(new_leo)
     }
 
+    /// Follower: the leader no longer has our fetch offset (its log start moved past it). If
+    /// we are behind its log start, restart the log, empty, there (Kafka's
+    /// `truncateFullyAndStartAt`); anything else waits for the leader. Returns whether it reset.
+    pub(crate) fn reset_behind_leader(&self, epoch: i32, leader_log_start: i64) -> Result<bool> {
+        let st = self.replica.lock();
+        if !matches!(st.role, Role::Follower { .. }) || st.assignment.leader_epoch != epoch {
+            return Ok(false);
+        }
+        let mut log = self.log.write();
+        if leader_log_start <= log.log_end_offset() {
+            return Ok(false);
+        }
+        tracing::warn!(tp = %self.tp, leo = log.log_end_offset(), leader_log_start, "behind the leader's log start; restarting the log there");
+        log.reset_to(leader_log_start)?;
+        let (leo, hw) = (log.log_end_offset(), log.high_watermark());
+        drop(log);
+        drop(st);
+        self.publish_log_end(leo);
+        self.hw.send_replace(hw);
+        Ok(true)
+    }
+
     /// Follower: appends fetched batches (every batch CRC-checked by storage; a bad one
     /// rejects the whole set) and takes HW = min(leader HW, own LEO), never backwards.
     pub(crate) fn append_fetched(
@@ -578,9 +600,6 @@ impl Partition {
         if !records.is_empty() {
             log.append_as_follower(records)?;
         }
-        if leader_log_start > log.log_start_offset() && leader_log_start <= log.log_end_offset() {
-            log.advance_log_start_offset(leader_log_start)?;
-        }
         let leo = log.log_end_offset();
         let hw = leader_hw.min(leo);
         let moved = hw > log.high_watermark();
@@ -588,6 +607,13 @@ impl Partition {
             log.set_high_watermark(hw);
         }
         let hw = log.high_watermark();
+        // The log start follows the leader's (retention there), within what is committed here.
+        if leader_log_start > log.log_start_offset()
+            && leader_log_start <= hw
+            && let Err(e) = log.advance_log_start_offset(leader_log_start)
+        {
+            tracing::warn!(tp = %self.tp, error = %e, "cannot follow the leader's log start");
+        }
         drop(log);
         drop(st);
         self.publish_log_end(leo);

@@ -23,6 +23,7 @@ use gregor_proto::replication::v1::{
     DescribeReplicasReply, DescribeReplicasRequest, EpochEndOffset, LeaderPartitionStatus,
     PartitionData, PartitionFetch, ReplicaFetchReply, ReplicaFetchRequest, ReplicaProgress,
 };
+use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -131,6 +132,11 @@ fn read_partition(
             }
             Some(_) => {}
         }
+    }
+    if f.fetch_offset < log.log_start_offset() || f.fetch_offset > log.log_end_offset() {
+        // With the leader's log bounds, so a follower behind the log start can restart there.
+        data.error_code = i32::from(ResponseError::OffsetOutOfRange.code());
+        return Ok((data, true));
     }
     let limit = budget.min(f.max_bytes as usize);
     let read = log.read(f.fetch_offset, limit, i64::MAX, first)?;

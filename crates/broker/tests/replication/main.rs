@@ -8,4 +8,5 @@ mod acks;
 mod epochs;
 mod harness;
 mod isr;
+mod offsets;
 mod service;
