@@ -782,3 +782,202 @@ pub async fn serve(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gregor_storage::{LogConfig, PartitionLog, TopicPartition};
+    use parking_lot::RwLock;
+
+    use super::*;
+
+    fn assignment(
+        leader: BrokerId,
+        epoch: i32,
+        pepoch: i32,
+        isr: &[BrokerId],
+    ) -> PartitionAssignment {
+        PartitionAssignment {
+            leader: Some(leader),
+            leader_epoch: epoch,
+            partition_epoch: pepoch,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+            elr: Vec::new(),
+        }
+    }
+
+    fn partition(dir: &std::path::Path, a: PartitionAssignment) -> Partition {
+        let log = PartitionLog::open(dir, LogConfig::default(), now_ms()).unwrap();
+        Partition::new(
+            TopicPartition::new("t", 0),
+            Arc::new(RwLock::new(log)),
+            a,
+            1,
+        )
+        .unwrap()
+    }
+
+    fn batch() -> Bytes {
+        let mut rec = bytes::BytesMut::new();
+        let records = [kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: now_ms(),
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Default::default(),
+        }];
+        kafka_protocol::records::RecordBatchEncoder::encode(
+            &mut rec,
+            &records,
+            &kafka_protocol::records::RecordEncodeOptions {
+                version: 2,
+                compression: kafka_protocol::records::Compression::None,
+            },
+        )
+        .unwrap();
+        rec.freeze()
+    }
+
+    fn append(p: &Partition, required: Option<i32>) -> Result<i32> {
+        p.append_as_leader(Some(2), required, |log, epoch| {
+            Ok(log.append_as_leader(batch(), epoch, now_ms())?)
+        })
+        .map(|(_, e)| e)
+    }
+
+    #[test]
+    fn roles_follow_the_assignment_and_stale_ones_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), assignment(1, 3, 1, &[1, 2, 3]));
+        assert_eq!(p.role(), Role::Leader);
+        assert_eq!(
+            append(&p, None).unwrap(),
+            3,
+            "stamped with the leader epoch"
+        );
+        // An older assignment changes nothing.
+        let applied = p
+            .apply_assignment(assignment(2, 2, 9, &[2]), now_ms())
+            .unwrap();
+        assert!(!applied.role_changed);
+        assert_eq!(p.role(), Role::Leader);
+        // The same assignment again is a no-op.
+        let applied = p
+            .apply_assignment(assignment(1, 3, 1, &[1, 2, 3]), now_ms())
+            .unwrap();
+        assert!(!applied.role_changed);
+        // A new epoch for the same leader is a new term: the epoch starts at the log end.
+        assert!(
+            p.apply_assignment(assignment(1, 4, 2, &[1, 2, 3]), now_ms())
+                .unwrap()
+                .role_changed
+        );
+        assert_eq!(p.log.read().end_offset_for_epoch(3), Some((3, 1)));
+        assert_eq!(p.leader_epoch_start(), Some(1));
+        // Follower: no produce; the empty epoch-4 term leaves the cache.
+        assert!(
+            p.apply_assignment(assignment(2, 5, 3, &[1, 2, 3]), now_ms())
+                .unwrap()
+                .role_changed
+        );
+        assert_eq!(p.role(), Role::Follower { leader: 2 });
+        assert!(matches!(
+            append(&p, None),
+            Err(BrokerError::NotLeaderOrFollower { .. })
+        ));
+        assert_eq!(p.log.read().latest_epoch(), Some(3));
+        let follow = p.follow_state().unwrap();
+        assert_eq!(
+            (
+                follow.leader,
+                follow.leader_epoch,
+                follow.fetch_offset,
+                follow.last_fetched_epoch
+            ),
+            (2, 5, 1, 3)
+        );
+        // Not a replica any more.
+        let mut gone = assignment(2, 6, 4, &[2, 3]);
+        gone.replicas = vec![2, 3];
+        p.apply_assignment(gone, now_ms()).unwrap();
+        assert_eq!(p.role(), Role::None);
+        assert!(p.follow_state().is_none());
+    }
+
+    #[test]
+    fn acks_all_needs_the_committed_isr_and_the_hw_needs_min_isr() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), assignment(1, 1, 1, &[1]));
+        assert!(matches!(
+            append(&p, Some(2)),
+            Err(BrokerError::NotEnoughReplicas { isr: 1, min_isr: 2 })
+        ));
+        assert_eq!(p.log.read().log_end_offset(), 0, "nothing appended");
+        append(&p, None).unwrap();
+        assert_eq!(p.log.read().high_watermark(), 0, "KIP-966: ISR 1 < 2");
+        // The controller adds 2 and 3; they fetch; the HW follows the slowest.
+        p.apply_assignment(assignment(1, 1, 2, &[1, 2, 3]), now_ms())
+            .unwrap();
+        p.record_follower_fetch(2, 1, 1, 2, now_ms()).unwrap();
+        assert_eq!(p.log.read().high_watermark(), 0);
+        p.record_follower_fetch(3, 1, 1, 2, now_ms()).unwrap();
+        assert_eq!(p.log.read().high_watermark(), 1);
+        // Fencing of replica fetches.
+        assert!(matches!(
+            p.record_follower_fetch(2, 0, 1, 2, now_ms()),
+            Err(BrokerError::FencedLeaderEpoch(0))
+        ));
+        assert!(matches!(
+            p.record_follower_fetch(2, 2, 1, 2, now_ms()),
+            Err(BrokerError::UnknownLeaderEpoch(2))
+        ));
+        assert!(matches!(
+            p.record_follower_fetch(9, 1, 1, 2, now_ms()),
+            Err(BrokerError::NotLeaderOrFollower { .. })
+        ));
+    }
+
+    #[test]
+    fn one_isr_change_in_flight_and_none_after_a_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), assignment(1, 1, 1, &[1]));
+        p.record_follower_fetch(2, 1, 0, 1, now_ms()).unwrap();
+        let req = p.isr_proposal(30_000, now_ms()).unwrap();
+        assert_eq!(req.new_isr, vec![1, 2]);
+        assert_eq!((req.leader_epoch, req.partition_epoch), (1, 1));
+        assert!(p.isr_proposal(30_000, now_ms()).is_none(), "one in flight");
+        p.isr_outcome(&req, Err(BrokerError::InvalidRequest("stale".into())), 1);
+        assert!(
+            p.isr_proposal(30_000, now_ms()).is_none(),
+            "refused: wait for metadata"
+        );
+        p.apply_assignment(assignment(1, 1, 2, &[1]), now_ms())
+            .unwrap();
+        let req = p.isr_proposal(30_000, now_ms()).unwrap();
+        p.isr_outcome(
+            &req,
+            Ok(IsrCommitted {
+                leader_epoch: 1,
+                partition_epoch: 3,
+                isr: vec![1, 2],
+            }),
+            1,
+        );
+        assert_eq!(p.assignment().isr, vec![1, 2]);
+        assert_eq!(p.assignment().partition_epoch, 3);
+        // The same commit arriving later through the metadata path changes nothing.
+        p.apply_assignment(assignment(1, 1, 3, &[1, 2]), now_ms())
+            .unwrap();
+        assert_eq!(p.assignment().isr, vec![1, 2]);
+    }
+}
