@@ -63,6 +63,8 @@ fn check_timestamps(
     outcome
 }
 
+/// Appends one partition's batch as its leader; returns the outcome and the leader epoch it was
+/// written in (an acks=all wait must still be leader in that epoch).
 fn append(
     partition: &Partition,
     min_isr: i32,
@@ -89,39 +91,37 @@ fn append(
     // acks=all promises min.insync.replicas copies: the committed ISR is checked before the
     // append (as Kafka does), so nothing is written that could not be acknowledged.
     let required_isr = (acks == -1).then_some(min_isr);
-    let (appended, _epoch) =
-        partition.append_as_leader(Some(min_isr), required_isr, |log, epoch| {
-            if let Some(header) = &idempotent
-                && let ProducerCheck::Duplicate(original) = log.check_producer(header)?
-            {
-                // Kafka validates a batch before looking for duplicates: a damaged retry is an error.
-                gregor_storage::batch::validate(&records, ValidationMode::Client)?;
-                tracing::debug!(
-                    producer_id = header.producer_id,
-                    base_sequence = header.base_sequence,
-                    base_offset = original.first_offset,
-                    "duplicate batch answered with its original offsets"
-                );
-                return Ok(Appended {
-                    base_offset: original.first_offset,
-                    last_offset: original.last_offset,
-                    log_append_time_ms: if policy.log_append_time {
-                        original.timestamp
-                    } else {
-                        -1
-                    },
-                    log_start_offset: log.log_start_offset(),
-                });
-            }
-            let info = log.append_as_leader(records, epoch, now)?;
-            Ok(Appended {
-                base_offset: info.base_offset,
-                last_offset: info.last_offset,
-                log_append_time_ms: info.log_append_time_ms,
+    partition.append_as_leader(Some(min_isr), required_isr, |log, epoch| {
+        if let Some(header) = &idempotent
+            && let ProducerCheck::Duplicate(original) = log.check_producer(header)?
+        {
+            // Kafka validates a batch before looking for duplicates: a damaged retry is an error.
+            gregor_storage::batch::validate(&records, ValidationMode::Client)?;
+            tracing::debug!(
+                producer_id = header.producer_id,
+                base_sequence = header.base_sequence,
+                base_offset = original.first_offset,
+                "duplicate batch answered with its original offsets"
+            );
+            return Ok(Appended {
+                base_offset: original.first_offset,
+                last_offset: original.last_offset,
+                log_append_time_ms: if policy.log_append_time {
+                    original.timestamp
+                } else {
+                    -1
+                },
                 log_start_offset: log.log_start_offset(),
-            })
-        })?;
-    Ok((appended, _epoch))
+            });
+        }
+        let info = log.append_as_leader(records, epoch, now)?;
+        Ok(Appended {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            log_append_time_ms: info.log_append_time_ms,
+            log_start_offset: log.log_start_offset(),
+        })
+    })
 }
 
 /// A partition's failure as the client sees it: (error code, message).
