@@ -701,6 +701,24 @@ mod tests {
             BrokerConfig::load(None, &e, &[]),
             Err(ConfigError::Invalid { .. })
         ));
+        // A follower's long poll must fit within the ISR lag bound.
+        let flags = vec![
+            ("replica.lag.time.max.ms".to_string(), "500".to_string()),
+            ("replica.fetch.wait.max.ms".to_string(), "500".to_string()),
+        ];
+        assert!(matches!(
+            BrokerConfig::load(None, &HashMap::new(), &flags),
+            Err(ConfigError::Invalid {
+                key: "replica.fetch.wait.max.ms",
+                ..
+            })
+        ));
+        let flags = vec![(
+            "replication.listener".to_string(),
+            "127.0.0.1:7001".to_string(),
+        )];
+        let c = BrokerConfig::load(None, &HashMap::new(), &flags).unwrap();
+        assert_eq!(c.replication_listener.bind_addr(), "127.0.0.1:7001");
     }
 
     #[test]
