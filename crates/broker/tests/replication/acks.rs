@@ -116,3 +116,73 @@ async fn acks_all_times_out_when_a_follower_in_the_isr_is_down() {
         .unwrap();
     assert_eq!(r.error_code, 6, "NOT_LEADER_OR_FOLLOWER after the append");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deadline_covers_every_partition_of_a_request() {
+    use gregor_broker::cluster::PartitionAssignment;
+    use gregor_client::kafka_protocol::messages::produce_request::{
+        PartitionProduceData, TopicProduceData,
+    };
+    use gregor_client::kafka_protocol::messages::{ProduceRequest, TopicName};
+    use gregor_client::kafka_protocol::protocol::StrBytes;
+
+    let mut c = Cluster::start(3, |_| {}).await;
+    for n in c.nodes.values() {
+        n.broker
+            .create_topic("m", 2, 1, Default::default(), false)
+            .unwrap();
+    }
+    for p in 0..2 {
+        c.ctl.set(
+            "m",
+            p,
+            PartitionAssignment {
+                leader: Some(1),
+                leader_epoch: 1,
+                partition_epoch: 1,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                elr: Vec::new(),
+            },
+        );
+    }
+    c.stop_node(3).await;
+    let mut conn = c.connect(1).await;
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("m")))
+                .with_partition_data(
+                    (0..2)
+                        .map(|p| {
+                            PartitionProduceData::default()
+                                .with_index(p)
+                                .with_records(Some(batch("x")))
+                        })
+                        .collect(),
+                ),
+        ]);
+    let started = std::time::Instant::now();
+    let resp = tokio::time::timeout(DEADLINE, conn.send(&req))
+        .await
+        .unwrap()
+        .unwrap();
+    let elapsed = started.elapsed();
+    let codes: Vec<i16> = resp.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| p.error_code)
+        .collect();
+    assert_eq!(
+        codes,
+        vec![7, 7],
+        "both partitions time out (follower 3 is down)"
+    );
+    // The request's timeout bounds the whole request, not each partition in turn.
+    assert!(
+        elapsed < std::time::Duration::from_millis(1900),
+        "waited {elapsed:?}"
+    );
+}
