@@ -16,28 +16,18 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::cluster::{ClusterLink, LocalLink, PartitionAssignment};
+use crate::cluster::{BrokerId, ClusterLink, LocalLink, PartitionAssignment};
 use crate::config::{BrokerConfig, Endpoint};
 use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata_store::{ClusterMetadata, FileMetadataStore, MetadataStore, TopicMetadata};
 use crate::producer_ids::{LocalProducerIdAllocator, ProducerIdAllocator};
+use crate::replica::{Failpoints, ReplicaState, ReplicaStats};
 use crate::topic_config;
 
-/// Leader epoch of every partition: a single node never changes leaders.
+/// The leader epoch of a single node's partitions (they never change leaders). Replicated
+/// partitions take theirs from the [`PartitionAssignment`].
 pub const LEADER_EPOCH: i32 = 0;
-
-/// Checks a client's `current_leader_epoch` against ours (KIP-320). Negative means "not
-/// given" (Kafka reads any negative epoch as absent), so with our epoch 0 a single node can
-/// only ever answer UNKNOWN_LEADER_EPOCH, never FENCED_LEADER_EPOCH.
-pub fn check_leader_epoch(epoch: i32) -> Result<()> {
-    match epoch {
-        e if e < 0 => Ok(()),
-        e if e < LEADER_EPOCH => Err(BrokerError::FencedLeaderEpoch(e)),
-        e if e > LEADER_EPOCH => Err(BrokerError::UnknownLeaderEpoch(e)),
-        _ => Ok(()),
-    }
-}
 
 /// Current wall-clock time in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -89,17 +79,21 @@ impl TimestampPolicy {
 /// Kafka's `RecordBatch.NO_TIMESTAMP`.
 pub const NO_TIMESTAMP: i64 = -1;
 
-/// One partition this node leads.
+/// One partition this node holds a replica of (as leader or follower).
 pub struct Partition {
     /// Topic and partition index.
     pub tp: TopicPartition,
     /// The partition's log. Appends take the write lock for the (page-cache) append only.
     pub log: SharedLog,
-    /// The high watermark, published after every append so fetch long-polls wake without
-    /// polling. Dropped with the partition, which also wakes waiters.
-    hw: watch::Sender<i64>,
-    /// What the metadata says about this partition (leader, epochs, replicas, ISR).
-    assignment: RwLock<PartitionAssignment>,
+    /// The high watermark, published whenever it moves (and re-published when the replica
+    /// state changes) so fetch long-polls and acks=all waits wake without polling. Dropped with
+    /// the partition, which also wakes waiters.
+    pub(crate) hw: watch::Sender<i64>,
+    /// The log end offset, published after every append: replica fetches long-poll on it.
+    pub(crate) leo: watch::Sender<i64>,
+    /// Role, assignment and leader bookkeeping (see [`crate::replica`]). Lock order: this lock
+    /// before the log's; never held across an `.await`.
+    pub(crate) replica: Mutex<ReplicaState>,
 }
 
 impl std::fmt::Debug for Partition {
@@ -112,19 +106,32 @@ impl std::fmt::Debug for Partition {
 }
 
 impl Partition {
-    fn new(tp: TopicPartition, log: SharedLog, assignment: PartitionAssignment) -> Self {
-        let hw = log.read().high_watermark();
-        Partition {
+    /// A partition of node `node` with its first assignment applied (a leader records its epoch
+    /// in the log's epoch cache, which may write the checkpoint).
+    pub fn new(
+        tp: TopicPartition,
+        log: SharedLog,
+        assignment: PartitionAssignment,
+        node: BrokerId,
+    ) -> Result<Self> {
+        let (hw, leo) = {
+            let l = log.read();
+            (l.high_watermark(), l.log_end_offset())
+        };
+        let partition = Partition {
             tp,
             log,
             hw: watch::Sender::new(hw),
-            assignment: RwLock::new(assignment),
-        }
+            leo: watch::Sender::new(leo),
+            replica: Mutex::new(ReplicaState::new(node)),
+        };
+        partition.apply_assignment(assignment, now_ms())?;
+        Ok(partition)
     }
 
     /// The partition's current assignment.
     pub fn assignment(&self) -> PartitionAssignment {
-        self.assignment.read().clone()
+        self.replica.lock().assignment().clone()
     }
 
     /// Subscribes to high-watermark changes. Subscribe *before* reading, so an append between
@@ -133,9 +140,9 @@ impl Partition {
         self.hw.subscribe()
     }
 
-    /// Publishes a new high watermark (single node: HW = log end offset after each append).
-    pub fn publish_high_watermark(&self, hw: i64) {
-        self.hw.send_replace(hw);
+    /// Subscribes to log-end-offset changes (replica fetch long-polls).
+    pub fn subscribe_log_end(&self) -> watch::Receiver<i64> {
+        self.leo.subscribe()
     }
 }
 
@@ -174,6 +181,15 @@ pub struct Broker {
     producer_ids: Box<dyn ProducerIdAllocator>,
     /// The rest of the cluster (a [`LocalLink`] on a single node).
     link: Arc<dyn ClusterLink>,
+    /// Bumped whenever a partition's role, leader or leader epoch changes: the follower
+    /// fetchers re-read which partitions they follow from where.
+    replica_changes: watch::Sender<u64>,
+    /// Wakes the ISR maintenance task early (a follower outside the ISR made progress).
+    isr_check: tokio::sync::Notify,
+    /// Replication counters.
+    replica_stats: ReplicaStats,
+    /// Fault injection for tests of the replication protocol (all off by default).
+    failpoints: Failpoints,
 }
 
 impl std::fmt::Debug for Broker {
@@ -251,6 +267,19 @@ impl Broker {
         bound: SocketAddr,
         store: Box<dyn MetadataStore>,
     ) -> Result<Broker> {
+        let link = Arc::new(LocalLink::new(config.node_id));
+        Broker::open_with_link(config, bound, store, link)
+    }
+
+    /// Like [`Broker::open_with_store`] with the link to the rest of the cluster. Every
+    /// partition starts as a single node's (led by `link.node_id()` at epoch 0) until the
+    /// metadata path pushes its real assignment with [`Broker::apply_assignment`].
+    pub fn open_with_link(
+        config: BrokerConfig,
+        bound: SocketAddr,
+        store: Box<dyn MetadataStore>,
+        link: Arc<dyn ClusterLink>,
+    ) -> Result<Broker> {
         config.validate()?;
         let metadata = match store.load()? {
             Some(m) => m,
@@ -272,7 +301,6 @@ impl Broker {
         let groups = GroupCoordinator::new(CoordinatorConfig::from_broker(&config));
         // The controller-backed allocator replaces this one when brokers join the quorum.
         let producer_ids = Box::new(LocalProducerIdAllocator::new(&config.log_dir));
-        let link = Arc::new(LocalLink::new(config.node_id));
         let broker = Broker {
             config,
             advertised,
@@ -283,6 +311,10 @@ impl Broker {
             groups,
             producer_ids,
             link,
+            replica_changes: watch::Sender::new(0),
+            isr_check: tokio::sync::Notify::new(),
+            replica_stats: ReplicaStats::default(),
+            failpoints: Failpoints::default(),
         };
         let mut state = State::default();
         for (name, meta) in &metadata.topics {
@@ -307,16 +339,48 @@ impl Broker {
     }
 
     /// Takes in what the metadata says about one partition. Unknown partitions are ignored.
+    ///
+    /// Idempotent and level-triggered: the partition derives its role (leader, follower of
+    /// some broker, or none) from the assignment and this node's id, and acts only on what
+    /// changed (see [`crate::replica`]). An assignment older than the one held (by leader epoch,
+    /// then partition epoch) is ignored. A leader change may write the epoch cache (fsync).
     pub fn apply_assignment(
         &self,
         topic: &str,
         partition: i32,
         assignment: PartitionAssignment,
     ) -> Result<()> {
-        if let Ok(p) = self.partition(topic, partition) {
-            *p.assignment.write() = assignment;
+        let Ok(p) = self.partition(topic, partition) else {
+            return Ok(());
+        };
+        let changed = p.apply_assignment(assignment, now_ms())?;
+        if changed.role_changed {
+            self.replica_changes.send_modify(|v| *v = v.wrapping_add(1));
+        }
+        if let Some(t) = self.topic(topic) {
+            p.maybe_advance_high_watermark(self.min_insync_replicas(&t))?;
         }
         Ok(())
+    }
+
+    /// Notified when any partition's role, leader or leader epoch changes.
+    pub fn replica_changes(&self) -> watch::Receiver<u64> {
+        self.replica_changes.subscribe()
+    }
+
+    /// Wakes the ISR maintenance task.
+    pub(crate) fn isr_check(&self) -> &tokio::sync::Notify {
+        &self.isr_check
+    }
+
+    /// Replication counters.
+    pub fn replica_stats(&self) -> &ReplicaStats {
+        &self.replica_stats
+    }
+
+    /// Fault injection for replication tests (see [`Failpoints`]).
+    pub fn failpoints(&self) -> &Failpoints {
+        &self.failpoints
     }
 
     /// The group coordinator.
@@ -447,7 +511,12 @@ impl Broker {
             };
             let log = self.logs.get_or_create(&tp, config.clone(), now_ms())?;
             let assignment = PartitionAssignment::single_node(self.config.node_id);
-            partitions.push(Arc::new(Partition::new(tp, log, assignment)));
+            partitions.push(Arc::new(Partition::new(
+                tp,
+                log,
+                assignment,
+                self.link.node_id(),
+            )?));
         }
         Ok(Topic {
             name: name.to_string(),

@@ -79,11 +79,6 @@ pub struct BrokerConfig {
     pub advertised_listener: Option<Endpoint>,
     /// `log.dirs` (Kafka's `log.dir` default `/tmp/kafka-logs`); exactly one directory.
     pub log_dir: PathBuf,
-    /// `replication.listener` (Gregor's own key, default `127.0.0.1:0`, an ephemeral port): the
-    /// bind address of the broker's replication gRPC service (`proto/replication.proto`),
-    /// advertised to the controller as endpoint `REPLICATION`. Parsed and validated here; the
-    /// broker ↔ controller integration binds it.
-    pub replication_listener: Endpoint,
     /// `num.partitions` (default 1): partitions of auto-created topics and CreateTopics with -1.
     pub num_partitions: i32,
     /// `auto.create.topics.enable` (default true).
@@ -137,6 +132,24 @@ pub struct BrokerConfig {
     /// `log.message.timestamp.after.max.ms` (default 3600000 = 1 h since Kafka 4.0, KIP-1030): how
     /// far in the future a CreateTime timestamp may be.
     pub log_message_timestamp_after_max_ms: i64,
+    /// `replication.listener` (Gregor's; default `127.0.0.1:0`, an ephemeral port): where the
+    /// broker serves the gRPC `Replication` service followers fetch from. Advertised to the
+    /// controller as the `REPLICATION` endpoint.
+    pub replication_listener: Endpoint,
+    /// `replica.fetch.max.bytes` (default 1048576): record bytes per partition in one replica
+    /// fetch (at least one batch is always sent).
+    pub replica_fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes` (default 10485760): record bytes in one replica fetch
+    /// reply.
+    pub replica_fetch_response_max_bytes: i32,
+    /// `replica.fetch.wait.max.ms` (default 500): how long a leader holds a replica fetch when no
+    /// partition has data.
+    pub replica_fetch_wait_max_ms: i32,
+    /// `replica.fetch.backoff.ms` (default 1000): pause after a failed replica fetch.
+    pub replica_fetch_backoff_ms: i32,
+    /// `replica.lag.time.max.ms` (default 30000): a follower that has not caught up with the
+    /// leader's log end for this long leaves the ISR.
+    pub replica_lag_time_max_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -149,10 +162,6 @@ impl Default for BrokerConfig {
             },
             advertised_listener: None,
             log_dir: PathBuf::from("/tmp/kafka-logs"),
-            replication_listener: Endpoint {
-                host: "127.0.0.1".into(),
-                port: 0,
-            },
             num_partitions: 1,
             auto_create_topics_enable: true,
             default_replication_factor: 1,
@@ -178,6 +187,15 @@ impl Default for BrokerConfig {
             log_message_timestamp_type: TimestampType::CreateTime,
             log_message_timestamp_before_max_ms: i64::MAX,
             log_message_timestamp_after_max_ms: 3_600_000,
+            replication_listener: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
+            replica_fetch_max_bytes: 1_048_576,
+            replica_fetch_response_max_bytes: 10_485_760,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff_ms: 1000,
+            replica_lag_time_max_ms: 30_000,
         }
     }
 }
@@ -190,7 +208,6 @@ pub const KEYS: &[&str] = &[
     "advertised.listeners",
     "log.dirs",
     "log.dir",
-    "replication.listener",
     "num.partitions",
     "auto.create.topics.enable",
     "default.replication.factor",
@@ -216,6 +233,12 @@ pub const KEYS: &[&str] = &[
     "log.message.timestamp.type",
     "log.message.timestamp.before.max.ms",
     "log.message.timestamp.after.max.ms",
+    "replication.listener",
+    "replica.fetch.max.bytes",
+    "replica.fetch.response.max.bytes",
+    "replica.fetch.wait.max.ms",
+    "replica.fetch.backoff.ms",
+    "replica.lag.time.max.ms",
 ];
 
 /// Parses a `message.timestamp.type` value. Kafka accepts exactly these two spellings.
@@ -292,7 +315,6 @@ impl BrokerConfig {
                 }
                 self.log_dir = PathBuf::from(value.trim());
             }
-            "replication.listener" => self.replication_listener = listener(value)?,
             "num.partitions" => self.num_partitions = parse(key, value, origin)?,
             "auto.create.topics.enable" => {
                 self.auto_create_topics_enable = parse(key, value, origin)?
@@ -354,6 +376,18 @@ impl BrokerConfig {
             "log.message.timestamp.after.max.ms" => {
                 self.log_message_timestamp_after_max_ms = parse(key, value, origin)?
             }
+            "replication.listener" => self.replication_listener = listener(value)?,
+            "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = parse(key, value, origin)?,
+            "replica.fetch.response.max.bytes" => {
+                self.replica_fetch_response_max_bytes = parse(key, value, origin)?
+            }
+            "replica.fetch.wait.max.ms" => {
+                self.replica_fetch_wait_max_ms = parse(key, value, origin)?
+            }
+            "replica.fetch.backoff.ms" => {
+                self.replica_fetch_backoff_ms = parse(key, value, origin)?
+            }
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = parse(key, value, origin)?,
             _ => {
                 return Err(ConfigError::UnknownKey {
                     key: key.to_string(),
@@ -449,6 +483,39 @@ impl BrokerConfig {
         check(self.min_insync_replicas >= 1, "min.insync.replicas", || {
             "must be >= 1".into()
         })?;
+        check(
+            self.replica_fetch_max_bytes >= 0,
+            "replica.fetch.max.bytes",
+            || "must be >= 0".into(),
+        )?;
+        check(
+            self.replica_fetch_response_max_bytes >= 0,
+            "replica.fetch.response.max.bytes",
+            || "must be >= 0".into(),
+        )?;
+        check(
+            self.replica_fetch_backoff_ms >= 0,
+            "replica.fetch.backoff.ms",
+            || "must be >= 0".into(),
+        )?;
+        check(
+            self.replica_lag_time_max_ms >= 1,
+            "replica.lag.time.max.ms",
+            || "must be >= 1".into(),
+        )?;
+        // A follower that waits in a long poll is not lagging; the wait must fit in the lag bound
+        // (Kafka requires the same of its fetcher).
+        check(
+            self.replica_fetch_wait_max_ms >= 0
+                && i64::from(self.replica_fetch_wait_max_ms) < self.replica_lag_time_max_ms,
+            "replica.fetch.wait.max.ms",
+            || {
+                format!(
+                    "must be >= 0 and below replica.lag.time.max.ms ({})",
+                    self.replica_lag_time_max_ms
+                )
+            },
+        )?;
         check(
             self.offsets_topic_num_partitions >= 1,
             "offsets.topic.num.partitions",
@@ -634,6 +701,24 @@ mod tests {
             BrokerConfig::load(None, &e, &[]),
             Err(ConfigError::Invalid { .. })
         ));
+        // A follower's long poll must fit within the ISR lag bound.
+        let flags = vec![
+            ("replica.lag.time.max.ms".to_string(), "500".to_string()),
+            ("replica.fetch.wait.max.ms".to_string(), "500".to_string()),
+        ];
+        assert!(matches!(
+            BrokerConfig::load(None, &HashMap::new(), &flags),
+            Err(ConfigError::Invalid {
+                key: "replica.fetch.wait.max.ms",
+                ..
+            })
+        ));
+        let flags = vec![(
+            "replication.listener".to_string(),
+            "127.0.0.1:7001".to_string(),
+        )];
+        let c = BrokerConfig::load(None, &HashMap::new(), &flags).unwrap();
+        assert_eq!(c.replication_listener.bind_addr(), "127.0.0.1:7001");
     }
 
     #[test]
@@ -674,8 +759,7 @@ mod tests {
         for key in KEYS {
             let mut c = BrokerConfig::default();
             let value = match *key {
-                "listeners" | "advertised.listeners" => "PLAINTEXT://h:1",
-                "replication.listener" => "127.0.0.1:9292",
+                "listeners" | "advertised.listeners" | "replication.listener" => "PLAINTEXT://h:1",
                 "log.dirs" | "log.dir" => "/x",
                 "auto.create.topics.enable" | "delete.topic.enable" => "false",
                 "log.message.timestamp.type" => "LogAppendTime",

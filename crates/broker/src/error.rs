@@ -58,13 +58,51 @@ pub enum BrokerError {
     /// Produce `acks` outside {-1, 0, 1}.
     #[error("invalid required acks {0}")]
     InvalidRequiredAcks(i16),
-    /// acks=all while the ISR (this node alone) is smaller than `min.insync.replicas`.
+    /// acks=all while the committed ISR is smaller than `min.insync.replicas`; checked before
+    /// the append, so nothing was written (a definite failure).
     #[error("not enough replicas: ISR size {isr} < min.insync.replicas {min_isr}")]
     NotEnoughReplicas {
         /// Current ISR size.
         isr: i32,
         /// Required minimum.
         min_isr: i32,
+    },
+    /// acks=all: the batch was appended, but the committed ISR shrank below
+    /// `min.insync.replicas` while the request waited. Indeterminate: the batch is in the log.
+    #[error(
+        "not enough replicas after append: ISR size {isr} < min.insync.replicas {min_isr}; the \
+         batch is in the log and may still be committed"
+    )]
+    NotEnoughReplicasAfterAppend {
+        /// Committed ISR size when the wait ended.
+        isr: i32,
+        /// Required minimum.
+        min_isr: i32,
+    },
+    /// This broker is not the partition's leader (or, for a replica fetch, the caller is not one
+    /// of its replicas). After an append (acks=all waiting when leadership moved) the outcome is
+    /// indeterminate: the batch is in the old leader's log and may or may not survive.
+    #[error("not the leader or follower of {topic}-{partition}")]
+    NotLeaderOrFollower {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: i32,
+    },
+    /// acks=all: the high watermark did not reach the batch within the request's `timeout_ms`.
+    /// Indeterminate: the batch is in the log.
+    #[error("request timed out after {0} ms waiting for replication")]
+    RequestTimedOut(i64),
+    /// ListOffsets on a new leader whose high watermark is still below the start of its epoch
+    /// (Kafka's rule): the answer could go backwards, so the client retries.
+    #[error(
+        "offset not available: high watermark {high_watermark} is below the leader epoch start {epoch_start}"
+    )]
+    OffsetNotAvailable {
+        /// The leader's high watermark.
+        high_watermark: i64,
+        /// Where the current leader epoch starts.
+        epoch_start: i64,
     },
     /// A CreateTime batch whose header timestamps fall outside the topic's
     /// `message.timestamp.before.max.ms` / `message.timestamp.after.max.ms` window.
@@ -90,7 +128,8 @@ pub enum BrokerError {
         /// Next offset to be written.
         log_end: i64,
     },
-    /// The client's leader epoch is newer than ours (we only ever have epoch 0).
+    /// The caller's leader epoch is newer than the partition's (this broker has not seen the
+    /// change yet).
     #[error("unknown leader epoch {0}")]
     UnknownLeaderEpoch(i32),
     /// The client's leader epoch is older than ours.
@@ -137,6 +176,17 @@ pub enum BrokerError {
         #[source]
         source: io::Error,
     },
+    /// A replication call from another cluster.
+    #[error("cluster id mismatch: this broker is in {ours:?}, the caller in {theirs:?}")]
+    ClusterIdMismatch {
+        /// This broker's cluster id.
+        ours: String,
+        /// The caller's.
+        theirs: String,
+    },
+    /// The replication transport (gRPC server or client) failed.
+    #[error("replication transport: {0}")]
+    Replication(String),
     /// A blocking task panicked or was cancelled.
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
@@ -161,6 +211,12 @@ pub fn error_code(err: &BrokerError) -> ResponseError {
         BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
         BrokerError::InvalidRequiredAcks(_) => ResponseError::InvalidRequiredAcks,
         BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        BrokerError::NotEnoughReplicasAfterAppend { .. } => {
+            ResponseError::NotEnoughReplicasAfterAppend
+        }
+        BrokerError::NotLeaderOrFollower { .. } => ResponseError::NotLeaderOrFollower,
+        BrokerError::RequestTimedOut(_) => ResponseError::RequestTimedOut,
+        BrokerError::OffsetNotAvailable { .. } => ResponseError::OffsetNotAvailable,
         BrokerError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         BrokerError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
@@ -187,12 +243,29 @@ pub fn error_code(err: &BrokerError) -> ResponseError {
             // it is mapped here.
             _ => ResponseError::UnknownServerError,
         },
+        BrokerError::ClusterIdMismatch { .. } => ResponseError::InconsistentClusterId,
         BrokerError::MetadataStore(_)
+        | BrokerError::Replication(_)
         | BrokerError::ProducerIds(_)
         | BrokerError::Config(_)
         | BrokerError::Io { .. }
         | BrokerError::Task(_) => ResponseError::UnknownServerError,
     }
+}
+
+/// Maps a broker error that fails a whole gRPC call (`Replication` service) to its status. The
+/// only place that chooses gRPC statuses in this crate; per-partition failures travel as Kafka
+/// error codes from [`error_code`] instead.
+pub fn to_status(err: &BrokerError) -> tonic::Status {
+    use tonic::Code;
+    let code = match err {
+        BrokerError::ClusterIdMismatch { .. } => Code::FailedPrecondition,
+        BrokerError::InvalidRequest(_) => Code::InvalidArgument,
+        BrokerError::UnknownTopicOrPartition { .. } => Code::NotFound,
+        BrokerError::NotLeaderOrFollower { .. } => Code::FailedPrecondition,
+        _ => Code::Internal,
+    };
+    tonic::Status::new(code, message(err))
 }
 
 /// The Kafka code of a group protocol error.

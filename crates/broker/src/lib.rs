@@ -11,8 +11,15 @@
 //!   in [`handlers`] generates the ApiVersions list, body decoding and dispatch from one table.
 //!   [`handlers::decode_frame`] is the whole untrusted-input decode path (fuzzed).
 //! - [`broker`]: the state shared by all connections: topics (ids, partition counts, config
-//!   overrides), one storage log per partition, and a high-watermark watch per partition that
-//!   wakes long-polling fetches.
+//!   overrides), one storage log per partition with its replica state, and per partition a
+//!   high-watermark watch (wakes fetch long-polls and acks=all waits) and a log-end watch
+//!   (wakes replica fetches).
+//! - [`replica`]: the replication data plane: each partition's replica state machine (leader /
+//!   follower / none, derived from its assignment), the leader's HW and ISR bookkeeping
+//!   ([`replica::leader`], pure), acks=all waits, the follower fetchers ([`replica::fetcher`],
+//!   one long-poll per leader broker) and the gRPC `Replication` service
+//!   ([`replica::service`]). [`replica::serve`] runs the service, the fetchers and ISR
+//!   maintenance until shutdown (see `docs/replication.md`).
 //! - [`cluster`]: the seam between the data plane and the metadata plane: [`cluster::ClusterLink`]
 //!   (node id, broker epoch, other brokers' replication endpoints, AlterPartition) and the
 //!   per-partition [`cluster::PartitionAssignment`] the metadata path pushes in.
@@ -26,8 +33,8 @@
 //! - [`topic_config`]: the supported per-topic configs and their validation.
 //! - [`config`]: [`BrokerConfig`] with Kafka's property names and defaults, layered
 //!   (defaults < TOML < `GREGOR_*` env < CLI overrides) and validated once.
-//! - [`error`]: [`BrokerError`] and [`error::error_code`], the only place that chooses Kafka
-//!   error codes.
+//! - [`error`]: [`BrokerError`], [`error::error_code`] (the only place that chooses Kafka error
+//!   codes) and [`error::to_status`] (the only place that chooses gRPC statuses).
 //!
 //! Log storage itself (segments, indexes, retention) lives in `gregor-storage`.
 
@@ -39,6 +46,7 @@ pub mod group;
 pub mod handlers;
 pub mod metadata_store;
 pub mod producer_ids;
+pub mod replica;
 pub mod server;
 pub mod topic_config;
 

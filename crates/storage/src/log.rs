@@ -617,6 +617,32 @@ impl PartitionLog {
         self.epochs.entries().to_vec()
     }
 
+    /// A new leader's term (KIP-101): records that `epoch` starts at the log end offset, before
+    /// anything is written in it, so followers asking for an older epoch learn where it ended.
+    /// Persisted at once. Returns whether the cache changed (an equal or older epoch is ignored).
+    pub fn assign_epoch_at_end(&mut self, epoch: i32) -> Result<bool> {
+        self.check_writable()?;
+        let leo = self.log_end_offset();
+        if !self.epochs.assign(epoch, leo) {
+            return Ok(false);
+        }
+        self.write_checkpoint()?;
+        Ok(true)
+    }
+
+    /// Drops epoch-cache entries that start at or after the log end: terms in which this replica
+    /// led but wrote nothing. A follower's cache must describe only the batches it holds, or the
+    /// leader's older batches would look like they go back in epochs. Persisted when changed.
+    pub fn drop_epochs_past_end(&mut self) -> Result<bool> {
+        self.check_writable()?;
+        let leo = self.log_end_offset();
+        if !self.epochs.truncate_from_end(leo) {
+            return Ok(false);
+        }
+        self.write_checkpoint()?;
+        Ok(true)
+    }
+
     /// KIP-101/279 OffsetForLeaderEpoch: the largest epoch `<= epoch` and its end offset, or
     /// `None` if unknown.
     pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
@@ -662,6 +688,14 @@ impl PartitionLog {
         // re-snapshot at the new end.
         self.load_producer_state()?;
         self.write_producer_snapshot()
+    }
+
+    /// A follower that fell behind the leader's log start (retention deleted what it needs):
+    /// deletes every segment and restarts the log, empty, at `offset` (Kafka's
+    /// `truncateFullyAndStartAt`). The epoch cache and producer state start over with it.
+    pub fn reset_to(&mut self, offset: i64) -> Result<()> {
+        self.check_writable()?;
+        self.truncate_fully_and_start_at(offset.max(0), wall_clock_ms())
     }
 
     /// Deletes every segment and starts an empty log at `offset`.

@@ -826,3 +826,46 @@ fn log_manager_lifecycle_and_background_retention() {
     assert!(!tmp.path().join("my-topic-3").exists());
     assert!(mgr.get(&other).is_some());
 }
+
+#[test]
+fn a_new_leaders_epoch_starts_at_the_log_end_and_a_follower_drops_empty_terms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut log = open(tmp.path(), LogConfig::default());
+    log.append_as_leader(batch(3, NOW, "a", 10), 1, NOW)
+        .unwrap();
+    // Elected in epoch 4 before writing anything: epoch 1 ends at 3 for followers asking.
+    assert!(log.assign_epoch_at_end(4).unwrap());
+    assert!(!log.assign_epoch_at_end(4).unwrap(), "idempotent");
+    assert!(
+        !log.assign_epoch_at_end(2).unwrap(),
+        "older epochs are ignored"
+    );
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, 3)));
+    assert_eq!(log.end_offset_for_epoch(3), Some((1, 3)));
+    assert_eq!(log.end_offset_for_epoch(4), Some((4, 3)));
+    // Persisted with the checkpoint.
+    let cp = PartitionCheckpoint::read(tmp.path()).unwrap().unwrap();
+    assert_eq!(
+        cp.epochs.last(),
+        Some(&EpochEntry {
+            epoch: 4,
+            start_offset: 3
+        })
+    );
+    // Becoming a follower: the empty term goes, so the new leader's epoch-2 batches fit.
+    assert!(log.drop_epochs_past_end().unwrap());
+    assert_eq!(log.latest_epoch(), Some(1));
+    assert!(!log.drop_epochs_past_end().unwrap());
+    let leader_dir = tempfile::tempdir().unwrap();
+    let mut leader = open(leader_dir.path(), LogConfig::default());
+    leader
+        .append_as_leader(batch(3, NOW, "a", 10), 1, NOW)
+        .unwrap();
+    leader
+        .append_as_leader(batch(2, NOW, "b", 10), 2, NOW)
+        .unwrap();
+    let read = leader.read(3, 1 << 20, i64::MAX, true).unwrap();
+    log.append_as_follower(read.records).unwrap();
+    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(log.latest_epoch(), Some(2));
+}

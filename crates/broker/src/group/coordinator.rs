@@ -32,7 +32,7 @@ use super::state::{
     StoredGroup, TopicPartitionKey,
 };
 use super::{GroupError, OFFSETS_TOPIC};
-use crate::broker::{Broker, LEADER_EPOCH, Partition, Topic, now_ms};
+use crate::broker::{Broker, Partition, Topic, now_ms};
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
 
@@ -614,8 +614,9 @@ async fn run_timer(slot: Arc<GroupSlot>, clock: Clock, cancel: CancellationToken
 }
 
 /// Appends one uncompressed batch of (key, value) records (a `None` value is a tombstone) to a
-/// `__consumer_offsets` partition and advances its high watermark (single node: the ISR is this
-/// node). The page-cache write happens inline, as Produce does it.
+/// `__consumer_offsets` partition as its leader (NOT_LEADER_OR_FOLLOWER otherwise) and recomputes
+/// its high watermark (single node: the ISR is this node, so HW = LEO). The page-cache write
+/// happens inline, as Produce does it.
 fn append(partition: &Partition, entries: Vec<(Bytes, Option<Bytes>)>) -> Result<()> {
     let now = now_ms();
     let records: Vec<Record> = entries
@@ -648,11 +649,11 @@ fn append(partition: &Partition, entries: Vec<(Bytes, Option<Bytes>)>) -> Result
         },
     )
     .map_err(|e| BrokerError::InvalidRecord(format!("cannot encode group records: {e}")))?;
-    let mut log = partition.log.write();
-    let info = log.append_as_leader(buf.freeze(), LEADER_EPOCH, now)?;
-    log.set_high_watermark(info.log_end_offset);
-    drop(log);
-    partition.publish_high_watermark(info.log_end_offset);
+    let records = buf.freeze();
+    // Only the leader appends, stamping its epoch; the HW moves as the ISR replicates it.
+    partition.append_as_leader(None, None, |log, epoch| {
+        Ok(log.append_as_leader(records, epoch, now)?)
+    })?;
     Ok(())
 }
 

@@ -1,5 +1,11 @@
 //! Fetch (key 1): reads record batches up to the high watermark, with long polling.
 //!
+//! Consumers read only from the leader (a follower or non-replica answers
+//! NOT_LEADER_OR_FOLLOWER, 6) and never above the HW; `current_leader_epoch` is fenced as in
+//! KIP-320 (older → 74, newer → 75). On 6 and 74, v12+ responses carry the leader and epoch this
+//! broker knows in `current_leader` (KIP-951 style) so the client can skip a metadata round trip.
+//! The last stable offset is the HW (no transactions).
+//!
 //! Long poll: when fewer than `min_bytes` are available, the handler waits on the requested
 //! partitions' high-watermark watches (subscribed *before* the first read, so no append can slip
 //! between read and wait), the `max_wait_ms` deadline, or shutdown, whichever comes first, then
@@ -14,14 +20,16 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::protocol::VersionRange;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Reply, RequestContext};
-use crate::broker::{Partition, check_leader_epoch};
+use crate::broker::Partition;
 use crate::error::{self, BrokerError, Result};
 
 /// Served versions. v13+ names topics by id and is not advertised.
@@ -40,6 +48,7 @@ struct Slot {
 fn read_all(
     topics: &[(kafka_protocol::messages::TopicName, Vec<Slot>)],
     max_bytes: i32,
+    api_version: i16,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let mut budget = max_bytes.max(0) as usize;
     let mut total = 0usize;
@@ -50,7 +59,7 @@ fn read_all(
         for slot in slots {
             let data = PartitionData::default().with_partition_index(slot.index);
             let result = slot.partition.as_ref().map_err(clone_err).and_then(|p| {
-                check_leader_epoch(slot.leader_epoch)?;
+                p.check_leader(slot.leader_epoch)?;
                 let limit = budget.min(slot.max_bytes.max(0) as usize);
                 let log = p.log.read();
                 let hw = log.high_watermark();
@@ -70,7 +79,23 @@ fn read_all(
                 }
                 Err(e) => {
                     any_error = true;
-                    data.with_error_code(error::code(&e))
+                    let code = error::code(&e);
+                    let data = match (&slot.partition, error::error_code(&e)) {
+                        (
+                            Ok(p),
+                            kafka_protocol::ResponseError::NotLeaderOrFollower
+                            | kafka_protocol::ResponseError::FencedLeaderEpoch,
+                        ) if api_version >= 12 => {
+                            let (leader, epoch) = p.leader_hint();
+                            data.with_current_leader(
+                                LeaderIdAndEpoch::default()
+                                    .with_leader_id(BrokerId(leader.unwrap_or(-1)))
+                                    .with_leader_epoch(epoch),
+                            )
+                        }
+                        _ => data,
+                    };
+                    data.with_error_code(code)
                         .with_high_watermark(-1)
                         .with_last_stable_offset(-1)
                         .with_log_start_offset(-1)
@@ -173,7 +198,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Reply<FetchRespo
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let min_bytes = req.min_bytes.max(0) as usize;
     loop {
-        let (responses, total, any_error) = read_all(&topics, req.max_bytes);
+        let (responses, total, any_error) = read_all(&topics, req.max_bytes, ctx.api_version);
         // Kafka answers at once when min_bytes is reached (so min_bytes=0 never waits) or on
         // any partition error.
         let done = total >= min_bytes

@@ -34,6 +34,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 
@@ -177,6 +178,7 @@ registry! {
     DeleteGroups => delete_groups, DeleteGroupsRequest;
     OffsetDelete => offset_delete, OffsetDeleteRequest;
     InitProducerId => init_producer_id, InitProducerIdRequest;
+    OffsetForLeaderEpoch => offset_for_leader_epoch, OffsetForLeaderEpochRequest;
 }
 
 /// The connection must be closed (no response is sent).

@@ -1,10 +1,19 @@
-//! Produce (key 0): appends one record batch per partition.
+//! Produce (key 0): appends one record batch per partition, as the partition's leader.
 //!
 //! Storage is called inline, not through `spawn_blocking`: an append copies the batch into the
 //! page cache (no fsync unless the topic's flush settings ask for one), which is cheaper than a
-//! thread hop. The partition's write lock is held only for the append and the high-watermark
-//! update, never across an `.await`. After the append the partition's watch is bumped so
-//! long-polling fetches wake immediately.
+//! thread hop. The partition's locks are held only for the append and the high-watermark
+//! update, never across an `.await`. After the append the log end and (if it moved) the HW are
+//! published so replica fetches and consumer fetches wake immediately.
+//!
+//! Acks (docs/replication.md): only the leader appends (else NOT_LEADER_OR_FOLLOWER, 6, before
+//! anything is written), stamping its leader epoch. acks=1 answers after the local append.
+//! acks=all (-1) refuses with NOT_ENOUGH_REPLICAS (19) and appends nothing when the committed
+//! ISR is smaller than `min.insync.replicas`; otherwise it appends and waits until the HW passes
+//! the batch. While it waits: the committed ISR falling below the minimum → 20; leadership lost
+//! → 6; the request's `timeout_ms` → REQUEST_TIMED_OUT (7). Those three are indeterminate (the
+//! batch is in the log). All partitions of one request wait concurrently, on watches, so a wait
+//! blocks neither other partitions nor other connections' requests.
 //!
 //! Idempotent batches (producer id ≥ 0) are checked against the partition's producer state
 //! under the same write lock, right before the append (`PartitionLog::check_producer`): a retry
@@ -13,26 +22,27 @@
 //! an older epoch → INVALID_PRODUCER_EPOCH (47). The append records the batch in the state.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use gregor_storage::batch::ValidationMode;
 use gregor_storage::{BatchHeader, ProducerCheck};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::VersionRange;
 
 use super::{Reply, RequestContext, str_bytes};
-use crate::broker::{LEADER_EPOCH, Partition, TimestampPolicy, Topic, now_ms};
+use crate::broker::{Partition, TimestampPolicy, Topic, now_ms};
 use crate::error::{self, BrokerError, Result};
 
 /// Served versions. v13 names topics by id and is not advertised.
 pub const VERSIONS: VersionRange = VersionRange { min: 3, max: 12 };
 
-/// The ISR of a single-node partition.
-const ISR_SIZE: i32 = 1;
-
+#[derive(Debug, Clone, Copy)]
 struct Appended {
     base_offset: i64,
+    /// Last offset of the batch (of the original, for a duplicate): acks=all waits for it.
+    last_offset: i64,
     log_append_time_ms: i64,
     log_start_offset: i64,
 }
@@ -53,13 +63,15 @@ fn check_timestamps(
     outcome
 }
 
+/// Appends one partition's batch as its leader; returns the outcome and the leader epoch it was
+/// written in (an acks=all wait must still be leader in that epoch).
 fn append(
     partition: &Partition,
     min_isr: i32,
     policy: &TimestampPolicy,
     acks: i16,
     records: Option<Bytes>,
-) -> Result<Appended> {
+) -> Result<(Appended, i32)> {
     let records = match records {
         Some(r) if !r.is_empty() => r,
         _ => {
@@ -68,14 +80,6 @@ fn append(
             ));
         }
     };
-    // acks=all promises min.insync.replicas copies; refuse before appending (Kafka's NOT_ENOUGH_REPLICAS
-    // check happens before the append too), so nothing is written that could not be acknowledged.
-    if acks == -1 && ISR_SIZE < min_isr {
-        return Err(BrokerError::NotEnoughReplicas {
-            isr: ISR_SIZE,
-            min_isr,
-        });
-    }
     let now = now_ms();
     // One header parse serves the timestamp bounds and the producer check; malformed framing is
     // left to storage, which reports the precise error.
@@ -84,43 +88,47 @@ fn append(
         check_timestamps(policy, h, &records, now)?;
     }
     let idempotent = header.filter(|h| h.producer_id >= 0);
-    let mut log = partition.log.write();
-    if let Some(header) = &idempotent
-        && let ProducerCheck::Duplicate(original) = log.check_producer(header)?
-    {
-        // Kafka validates a batch before looking for duplicates: a damaged retry is an error.
-        gregor_storage::batch::validate(&records, ValidationMode::Client)?;
-        tracing::debug!(
-            producer_id = header.producer_id,
-            base_sequence = header.base_sequence,
-            base_offset = original.first_offset,
-            "duplicate batch answered with its original offsets"
-        );
-        return Ok(Appended {
-            base_offset: original.first_offset,
-            log_append_time_ms: if policy.log_append_time {
-                original.timestamp
-            } else {
-                -1
-            },
+    // acks=all promises min.insync.replicas copies: the committed ISR is checked before the
+    // append (as Kafka does), so nothing is written that could not be acknowledged.
+    let required_isr = (acks == -1).then_some(min_isr);
+    partition.append_as_leader(Some(min_isr), required_isr, |log, epoch| {
+        if let Some(header) = &idempotent
+            && let ProducerCheck::Duplicate(original) = log.check_producer(header)?
+        {
+            // Kafka validates a batch before looking for duplicates: a damaged retry is an error.
+            gregor_storage::batch::validate(&records, ValidationMode::Client)?;
+            tracing::debug!(
+                producer_id = header.producer_id,
+                base_sequence = header.base_sequence,
+                base_offset = original.first_offset,
+                "duplicate batch answered with its original offsets"
+            );
+            return Ok(Appended {
+                base_offset: original.first_offset,
+                last_offset: original.last_offset,
+                log_append_time_ms: if policy.log_append_time {
+                    original.timestamp
+                } else {
+                    -1
+                },
+                log_start_offset: log.log_start_offset(),
+            });
+        }
+        let info = log.append_as_leader(records, epoch, now)?;
+        Ok(Appended {
+            base_offset: info.base_offset,
+            last_offset: info.last_offset,
+            log_append_time_ms: info.log_append_time_ms,
             log_start_offset: log.log_start_offset(),
-        });
-    }
-    let info = log.append_as_leader(records, LEADER_EPOCH, now)?;
-    // Single node: everything appended is replicated to the whole ISR (itself).
-    log.set_high_watermark(info.log_end_offset);
-    let log_start_offset = log.log_start_offset();
-    drop(log);
-    partition.publish_high_watermark(info.log_end_offset);
-    Ok(Appended {
-        base_offset: info.base_offset,
-        log_append_time_ms: info.log_append_time_ms,
-        log_start_offset,
+        })
     })
 }
 
 /// A partition's failure as the client sees it: (error code, message).
 type Failure = (i16, String);
+
+/// One partition's outcome.
+type Outcome = std::result::Result<Appended, Failure>;
 
 fn failure(e: &BrokerError) -> Failure {
     (error::code(e), error::message(e))
@@ -160,8 +168,13 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Reply<ProduceR
     } else {
         None
     };
+    let timeout_ms = i64::from(req.timeout_ms.max(0));
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms as u64);
     let mut any_error = false;
-    let mut responses = Vec::with_capacity(req.topic_data.len());
+    // (topic name, partition outcomes); acks=all outcomes are completed below, concurrently.
+    let mut results: Vec<(TopicName, Vec<(i32, Outcome)>)> =
+        Vec::with_capacity(req.topic_data.len());
+    let mut waits = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
         let resolved: std::result::Result<Arc<Topic>, Failure> = match &request_error {
@@ -181,30 +194,71 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Reply<ProduceR
         for p in topic.partition_data {
             let outcome = match &resolved {
                 Err(f) => Err(f.clone()),
-                Ok(topic) => ctx
-                    .broker
-                    .partition(&name, p.index)
-                    .and_then(|partition| {
-                        append(
-                            &partition,
-                            ctx.broker.min_insync_replicas(topic),
-                            &ctx.broker.timestamp_policy(topic),
-                            acks,
-                            p.records,
-                        )
-                    })
-                    .map_err(|e| failure(&e)),
+                Ok(topic) => {
+                    let min_isr = ctx.broker.min_insync_replicas(topic);
+                    ctx.broker
+                        .partition(&name, p.index)
+                        .and_then(|partition| {
+                            let (a, epoch) = append(
+                                &partition,
+                                min_isr,
+                                &ctx.broker.timestamp_policy(topic),
+                                acks,
+                                p.records,
+                            )?;
+                            if acks == -1 {
+                                waits.push((
+                                    results.len(),
+                                    partitions.len(),
+                                    partition,
+                                    a,
+                                    epoch,
+                                    min_isr,
+                                ));
+                            }
+                            Ok(a)
+                        })
+                        .map_err(|e| failure(&e))
+                }
             };
-            any_error |= outcome.is_err();
             tracing::trace!(topic = %name, partition = p.index, acks, ok = outcome.is_ok(), "produce");
-            partitions.push(partition_response(p.index, outcome));
+            partitions.push((p.index, outcome));
         }
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(topic.name)
-                .with_partition_responses(partitions),
-        );
+        results.push((topic.name, partitions));
     }
+    // acks=all: every appended partition waits for its HW at once.
+    let outcomes =
+        futures::future::join_all(waits.iter().map(|(_, _, partition, a, epoch, min_isr)| {
+            partition.wait_for_replication(
+                a.last_offset,
+                *epoch,
+                *min_isr,
+                deadline,
+                timeout_ms,
+                &ctx.shutdown,
+            )
+        }))
+        .await;
+    for ((t, i, _, _, _, _), outcome) in waits.iter().zip(outcomes) {
+        if let Err(e) = outcome {
+            results[*t].1[*i].1 = Err(failure(&e));
+        }
+    }
+    let responses: Vec<_> = results
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(index, outcome)| {
+                    any_error |= outcome.is_err();
+                    partition_response(index, outcome)
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(partitions)
+        })
+        .collect();
     match (acks, any_error) {
         // Kafka answers nothing for acks=0, and closes the connection on an error so the
         // producer (which is not reading responses) notices and refreshes its metadata.
