@@ -132,6 +132,10 @@ pub struct BrokerConfig {
     /// `log.message.timestamp.after.max.ms` (default 3600000 = 1 h since Kafka 4.0, KIP-1030): how
     /// far in the future a CreateTime timestamp may be.
     pub log_message_timestamp_after_max_ms: i64,
+    /// `replication.listener` (Gregor's own key, default `127.0.0.1:0`: loopback, any free
+    /// port): the `host:port` the broker's replication gRPC server binds. The bound address is
+    /// registered with the controller as endpoint `REPLICATION`.
+    pub replication_listener: String,
 }
 
 impl Default for BrokerConfig {
@@ -169,6 +173,7 @@ impl Default for BrokerConfig {
             log_message_timestamp_type: TimestampType::CreateTime,
             log_message_timestamp_before_max_ms: i64::MAX,
             log_message_timestamp_after_max_ms: 3_600_000,
+            replication_listener: "127.0.0.1:0".to_string(),
         }
     }
 }
@@ -206,6 +211,7 @@ pub const KEYS: &[&str] = &[
     "log.message.timestamp.type",
     "log.message.timestamp.before.max.ms",
     "log.message.timestamp.after.max.ms",
+    "replication.listener",
 ];
 
 /// Parses a `message.timestamp.type` value. Kafka accepts exactly these two spellings.
@@ -283,6 +289,21 @@ impl BrokerConfig {
                 self.log_dir = PathBuf::from(value.trim());
             }
             "num.partitions" => self.num_partitions = parse(key, value, origin)?,
+            "replication.listener" => {
+                let v = value.trim();
+                let valid = v
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !valid {
+                    return Err(ConfigError::BadValue {
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        origin: origin.to_string(),
+                        reason: "expected host:port".into(),
+                    });
+                }
+                self.replication_listener = v.to_string();
+            }
             "auto.create.topics.enable" => {
                 self.auto_create_topics_enable = parse(key, value, origin)?
             }

@@ -39,6 +39,7 @@ pub mod group;
 pub mod handlers;
 pub mod metadata_store;
 pub mod producer_ids;
+pub mod quorum;
 pub mod server;
 pub mod topic_config;
 

@@ -65,6 +65,9 @@ pub enum ProducerIdError {
     /// Every non-negative i64 has been handed out.
     #[error("producer ids exhausted")]
     Exhausted,
+    /// The controller did not hand out a block.
+    #[error("controller: {0}")]
+    Controller(String),
 }
 
 /// Hands out producer ids that are never reused.
