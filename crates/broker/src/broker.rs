@@ -564,7 +564,11 @@ impl Broker {
             tracing::info!(topic = %tp.topic, partition = tp.partition, "deleting log of a deleted topic");
             self.logs.delete(&tp)?;
         }
-        applied.topic_ids = image.topics.iter().map(|(n, t)| (n.clone(), t.id)).collect();
+        applied.topic_ids = image
+            .topics
+            .iter()
+            .map(|(n, t)| (n.clone(), t.id))
+            .collect();
         applied.topic_configs = image
             .topics
             .iter()

@@ -688,6 +688,7 @@ mod tests {
                 "log.dirs" | "log.dir" => "/x",
                 "auto.create.topics.enable" | "delete.topic.enable" => "false",
                 "log.message.timestamp.type" => "LogAppendTime",
+                "replication.listener" => "127.0.0.1:0",
                 _ => "1",
             };
             c.set(key, value, "test")

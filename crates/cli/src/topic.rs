@@ -375,9 +375,21 @@ mod tests {
         let text = render("t", &t, &["retention.ms=5".into()], &progress);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert!(lines[0].contains("PartitionCount: 2\tReplicationFactor: 2\tConfigs: retention.ms=5"));
-        assert!(lines[1].contains("Partition: 0\tLeader: 1\tLeaderEpoch: 2\tReplicas: 1,2\tIsr: 1"));
-        assert!(lines[1].ends_with("HighWatermark: 7\tLogEndOffsets: 1=9,2=-"), "{}", lines[1]);
-        assert!(lines[2].ends_with("HighWatermark: -\tLogEndOffsets: -"), "{}", lines[2]);
+        assert!(
+            lines[0].contains("PartitionCount: 2\tReplicationFactor: 2\tConfigs: retention.ms=5")
+        );
+        assert!(
+            lines[1].contains("Partition: 0\tLeader: 1\tLeaderEpoch: 2\tReplicas: 1,2\tIsr: 1")
+        );
+        assert!(
+            lines[1].ends_with("HighWatermark: 7\tLogEndOffsets: 1=9,2=-"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].ends_with("HighWatermark: -\tLogEndOffsets: -"),
+            "{}",
+            lines[2]
+        );
     }
 }

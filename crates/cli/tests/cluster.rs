@@ -144,7 +144,9 @@ fn metadata(rt: &tokio::runtime::Runtime, addr: &str) -> Option<MetadataResponse
     rt.block_on(async {
         let call = async {
             let mut c = Connection::connect(addr).await.ok()?;
-            c.send(&MetadataRequest::default().with_topics(None)).await.ok()
+            c.send(&MetadataRequest::default().with_topics(None))
+                .await
+                .ok()
         };
         tokio::time::timeout(Duration::from_secs(5), call)
             .await
@@ -205,7 +207,15 @@ fn three_combined_nodes_share_metadata_and_fail_over() {
     let ports = free_ports(9);
     let ctl = &ports[3..6];
     let mut nodes: Vec<Node> = (1..=3)
-        .map(|i| node(i, dir.path(), ports[i as usize - 1], ctl, ports[5 + i as usize]))
+        .map(|i| {
+            node(
+                i,
+                dir.path(),
+                ports[i as usize - 1],
+                ctl,
+                ports[5 + i as usize],
+            )
+        })
         .collect();
     let lines: Vec<_> = nodes.iter_mut().map(Node::spawn).collect();
     for (n, rx) in nodes.iter().zip(&lines) {
@@ -247,7 +257,11 @@ fn three_combined_nodes_share_metadata_and_fail_over() {
         assert!(replicas.contains(leader));
     }
     let leaders: BTreeSet<i32> = agreed.values().map(|(l, ..)| *l).collect();
-    assert_eq!(leaders, BTreeSet::from([1, 2, 3]), "leaders spread: {agreed:?}");
+    assert_eq!(
+        leaders,
+        BTreeSet::from([1, 2, 3]),
+        "leaders spread: {agreed:?}"
+    );
 
     // kill -9 node 2: its leaderships move to other ISR members and it leaves the broker list.
     nodes[1].kill9();
@@ -259,7 +273,10 @@ fn three_combined_nodes_share_metadata_and_fail_over() {
     });
     for (p, (leader, epoch, _, _)) in &after {
         let (old_leader, old_epoch, _, old_isr) = &agreed[p];
-        assert!(old_isr.contains(leader), "partition {p}: {leader} not in {old_isr:?}");
+        assert!(
+            old_isr.contains(leader),
+            "partition {p}: {leader} not in {old_isr:?}"
+        );
         if *old_leader == 2 {
             assert!(epoch > old_epoch, "partition {p}: leader epoch not bumped");
         }
@@ -289,7 +306,10 @@ fn three_combined_nodes_share_metadata_and_fail_over() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains(&format!("Cluster id:      {CLUSTER_ID}")), "{text}");
+    assert!(
+        text.contains(&format!("Cluster id:      {CLUSTER_ID}")),
+        "{text}"
+    );
     for id in 1..=3 {
         assert!(
             text.lines()
@@ -307,7 +327,10 @@ fn three_combined_nodes_share_metadata_and_fail_over() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("PartitionCount: 6\tReplicationFactor: 3"), "{text}");
+    assert!(
+        text.contains("PartitionCount: 6\tReplicationFactor: 3"),
+        "{text}"
+    );
     assert_eq!(text.matches("Leader: ").count(), 6, "{text}");
     assert_eq!(text.matches("HighWatermark: ").count(), 6, "{text}");
 }

@@ -299,9 +299,9 @@ impl ControllerConfig {
 
     /// The metadata directory, or an error when the process did not set one.
     pub fn metadata_dir(&self) -> Result<&Path, ControllerError> {
-        self.metadata_log_dir.as_deref().ok_or_else(|| {
-            ControllerError::InvalidConfig("metadata.log.dir is not set".into())
-        })
+        self.metadata_log_dir
+            .as_deref()
+            .ok_or_else(|| ControllerError::InvalidConfig("metadata.log.dir is not set".into()))
     }
 }
 
@@ -419,7 +419,10 @@ mod tests {
         assert!(c.quorum_voters.is_empty());
         assert_eq!(c.bind_address(), SINGLE_VOTER_LISTENER);
         assert!(c.is_bootstrap_voter());
-        assert!(c.metadata_dir().is_err(), "the process fills it in from log.dirs");
+        assert!(
+            c.metadata_dir().is_err(),
+            "the process fills it in from log.dirs"
+        );
         // A broker-only process must be told where the quorum is.
         let broker_only = kv(&[("process.roles", "broker")]);
         assert!(matches!(

@@ -161,9 +161,10 @@ pub fn to_status(e: &ControllerError) -> tonic::Status {
     };
     let mut status = tonic::Status::new(code, e.to_string());
     if let Some(kind) = error_kind(e) {
-        status
-            .metadata_mut()
-            .insert(ERROR_KIND_KEY, tonic::metadata::MetadataValue::from_static(kind));
+        status.metadata_mut().insert(
+            ERROR_KIND_KEY,
+            tonic::metadata::MetadataValue::from_static(kind),
+        );
     }
     if let ControllerError::NotLeader {
         leader: Some((_, addr)),

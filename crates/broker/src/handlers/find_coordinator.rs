@@ -8,10 +8,10 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::VersionRange;
 
+use super::metadata::{LiveBroker, live_brokers};
 use super::{Reply, RequestContext, str_bytes};
 use crate::error::{self, BrokerError};
 use crate::group::{self, GroupError, OFFSETS_TOPIC, records};
-use super::metadata::{LiveBroker, live_brokers};
 use gregor_controller::metadata::MetadataImage;
 
 /// Served versions (v6 adds share-group keys, which are not supported).

@@ -55,7 +55,11 @@ pub(crate) fn controller_id(image: &MetadataImage) -> i32 {
 
 /// The response for one existing topic: leaders, epochs, replicas, ISR and offline replicas
 /// (fenced or unregistered) straight from the image.
-pub(crate) fn topic_entry(image: &MetadataImage, name: &str, topic: &TopicImage) -> MetadataResponseTopic {
+pub(crate) fn topic_entry(
+    image: &MetadataImage,
+    name: &str,
+    topic: &TopicImage,
+) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
@@ -134,7 +138,10 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> Reply<Metadat
                         } else {
                             let created = if auto_create {
                                 let n = name.clone();
-                                broker.blocking(move |b| b.ensure_topic(&n)).await.map(|_| ())
+                                broker
+                                    .blocking(move |b| b.ensure_topic(&n))
+                                    .await
+                                    .map(|_| ())
                             } else {
                                 Err(BrokerError::UnknownTopicOrPartition {
                                     topic: name.clone(),
@@ -159,7 +166,11 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> Reply<Metadat
                     }
                     None => {
                         let image = broker.image();
-                        match image.topics.iter().find(|(_, topic)| topic.id == t.topic_id) {
+                        match image
+                            .topics
+                            .iter()
+                            .find(|(_, topic)| topic.id == t.topic_id)
+                        {
                             Some((name, topic)) => topic_entry(&image, name, topic),
                             None => error_entry(
                                 None,

@@ -170,7 +170,10 @@ impl QuorumMetadata {
             .block_on(self.client.create_topic(req, ADMIN_TIMEOUT))
             .map_err(|e| to_broker_error(e, name))?;
         let id = Uuid::parse_str(&reply.topic_id).map_err(|e| {
-            BrokerError::InvalidRequest(format!("controller sent topic id {:?}: {e}", reply.topic_id))
+            BrokerError::InvalidRequest(format!(
+                "controller sent topic id {:?}: {e}",
+                reply.topic_id
+            ))
         })?;
         Ok((id, reply.offset))
     }
@@ -334,7 +337,11 @@ pub async fn start(
         .register(&registration, STARTUP_TIMEOUT)
         .await
         .map_err(|e| to_broker_error(e, "RegisterBroker"))?;
-    tracing::info!(node_id = config.node_id, epoch, "registered with the controller quorum");
+    tracing::info!(
+        node_id = config.node_id,
+        epoch,
+        "registered with the controller quorum"
+    );
     let metadata = Arc::new(QuorumMetadata {
         client: Arc::clone(&client),
         runtime: Handle::current(),
@@ -346,7 +353,14 @@ pub async fn start(
     let broker = {
         let metadata = Arc::clone(&metadata);
         tokio::task::spawn_blocking(move || {
-            Broker::open_cluster(config, kafka, metadata, producer_ids, cluster_link, image_tx)
+            Broker::open_cluster(
+                config,
+                kafka,
+                metadata,
+                producer_ids,
+                cluster_link,
+                image_tx,
+            )
         })
         .await??
     };
@@ -366,9 +380,8 @@ pub async fn start(
     ));
     let node = config_node(&broker);
     let mut ready = image_rx;
-    let caught_up = ready.wait_for(|i| {
-        i.offset >= link.epoch() && i.brokers.get(&node).is_some_and(|b| !b.fenced)
-    });
+    let caught_up = ready
+        .wait_for(|i| i.offset >= link.epoch() && i.brokers.get(&node).is_some_and(|b| !b.fenced));
     let waited = tokio::select! {
         r = tokio::time::timeout(STARTUP_TIMEOUT, caught_up) => r.ok().and_then(|r| r.ok()).is_some(),
         () = shutdown.cancelled() => false,
@@ -382,9 +395,7 @@ pub async fn start(
     }
     // Consumer groups are rebuilt from the local `__consumer_offsets` logs once the topics
     // are known.
-    broker
-        .blocking(|b| b.groups().load(b))
-        .await?;
+    broker.blocking(|b| b.groups().load(b)).await?;
     Ok(QuorumBroker {
         broker,
         tasks,

@@ -212,7 +212,9 @@ mod tests {
                 local
                     .topic_configs
                     .insert(topic.clone(), img.topics[&topic].configs.clone());
-                local.partitions.insert((topic, partition), Some(assignment));
+                local
+                    .partitions
+                    .insert((topic, partition), Some(assignment));
             }
         }
         local
@@ -238,10 +240,7 @@ mod tests {
                 elr: Vec::new(),
             }
         );
-        let offline = PartitionState {
-            leader: None,
-            ..p
-        };
+        let offline = PartitionState { leader: None, ..p };
         assert_eq!(assignment(&offline).leader, None);
     }
 
@@ -389,7 +388,11 @@ mod tests {
     fn config_changes_are_applied_where_the_broker_hosts_the_topic() {
         let img = image(&[
             ("t", Uuid::from_u128(1), vec![partition(&[1], Some(1), 0)]),
-            ("other", Uuid::from_u128(2), vec![partition(&[2], Some(2), 0)]),
+            (
+                "other",
+                Uuid::from_u128(2),
+                vec![partition(&[2], Some(2), 0)],
+            ),
         ]);
         let local = applied(&img, 1);
         let mut changed = img.clone();

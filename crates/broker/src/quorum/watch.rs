@@ -35,7 +35,10 @@ pub enum WatchError {
 
 /// Applies one stream event to `image`. Returns whether the image changed. Records at or below
 /// the image's offset (a reconnect overlapping what was applied) are skipped.
-pub fn apply_event(image: &mut MetadataImage, event: pb::MetadataEvent) -> Result<bool, WatchError> {
+pub fn apply_event(
+    image: &mut MetadataImage,
+    event: pb::MetadataEvent,
+) -> Result<bool, WatchError> {
     use pb::metadata_event::Event;
     match event.event {
         Some(Event::Record(r)) => {
