@@ -211,6 +211,9 @@ pub struct Broker {
     image: watch::Sender<Arc<MetadataImage>>,
     /// What the reconciler applied so far; its mutex serializes image application.
     applied: Mutex<LocalState>,
+    /// The offset the image must reach before logs found on disk may be deleted (the broker's
+    /// registration; see [`reconcile::plan`]). `u64::MAX` until the quorum link sets it.
+    catch_up_offset: std::sync::atomic::AtomicU64,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     groups: GroupCoordinator,
     /// Producer ids for InitProducerId.
@@ -385,6 +388,7 @@ impl Broker {
             state: RwLock::new(State::default()),
             image: image.unwrap_or_else(|| watch::Sender::new(Arc::default())),
             applied: Mutex::new(applied),
+            catch_up_offset: std::sync::atomic::AtomicU64::new(u64::MAX),
             groups,
             producer_ids,
             link,
@@ -399,6 +403,13 @@ impl Broker {
     /// Subscribes to image changes.
     pub fn subscribe_image(&self) -> watch::Receiver<Arc<MetadataImage>> {
         self.image.subscribe()
+    }
+
+    /// Sets the offset (the broker's registration) from which an image is complete enough to
+    /// delete logs found on disk that it does not mention.
+    pub fn set_catch_up_offset(&self, offset: u64) {
+        self.catch_up_offset
+            .store(offset, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether topics come from the controller quorum.
@@ -466,7 +477,11 @@ impl Broker {
     pub fn apply_image(&self, image: Arc<MetadataImage>) -> Result<()> {
         let mut applied = self.applied.lock();
         let node = self.config.node_id;
-        let actions = reconcile::plan(&image, node, &applied);
+        let caught_up = image.offset
+            >= self
+                .catch_up_offset
+                .load(std::sync::atomic::Ordering::Acquire);
+        let actions = reconcile::plan(&image, node, &applied, caught_up);
         let mut opened: HashMap<(String, i32), Arc<Partition>> = HashMap::new();
         let mut deleted = Vec::new();
         let mut assigns = Vec::new();

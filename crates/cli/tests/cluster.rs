@@ -185,15 +185,24 @@ fn brokers(m: &MetadataResponse) -> BTreeSet<i32> {
     m.brokers.iter().map(|b| b.node_id.0).collect()
 }
 
+/// Pause between two polls of the cluster's state (a poller's interval, not synchronization:
+/// the condition itself is re-checked).
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `deadline`.
-fn poll<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+fn poll<T>(
+    rt: &tokio::runtime::Runtime,
+    deadline: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
     let end = Instant::now() + deadline;
     loop {
         if let Some(v) = f() {
             return v;
         }
         assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
+        rt.block_on(tokio::time::sleep(POLL_INTERVAL));
     }
 }
 
@@ -239,17 +248,22 @@ fn three_combined_nodes_share_metadata_and_fail_over() {
 
     // Every node lists the three brokers and the same layout (each broker waits for its own
     // image on writes, the others follow the stream: poll until they agree).
-    let agreed = poll(DEADLINE, "three nodes to agree on the metadata", || {
-        let all: Vec<MetadataResponse> = nodes
-            .iter()
-            .map(|n| metadata(&rt, &n.kafka))
-            .collect::<Option<_>>()?;
-        let first = layout(&all[0])?;
-        let same = all
-            .iter()
-            .all(|m| brokers(m) == BTreeSet::from([1, 2, 3]) && layout(m) == Some(first.clone()));
-        same.then_some(first)
-    });
+    let agreed = poll(
+        &rt,
+        DEADLINE,
+        "three nodes to agree on the metadata",
+        || {
+            let all: Vec<MetadataResponse> = nodes
+                .iter()
+                .map(|n| metadata(&rt, &n.kafka))
+                .collect::<Option<_>>()?;
+            let first = layout(&all[0])?;
+            let same = all.iter().all(|m| {
+                brokers(m) == BTreeSet::from([1, 2, 3]) && layout(m) == Some(first.clone())
+            });
+            same.then_some(first)
+        },
+    );
     assert_eq!(agreed.len(), 6);
     for (leader, _, replicas, isr) in agreed.values() {
         assert_eq!(replicas.len(), 3);
@@ -265,12 +279,17 @@ fn three_combined_nodes_share_metadata_and_fail_over() {
 
     // kill -9 node 2: its leaderships move to other ISR members and it leaves the broker list.
     nodes[1].kill9();
-    let after = poll(FAILOVER_DEADLINE, "broker 2's leaderships to move", || {
-        let m = metadata(&rt, &nodes[0].kafka)?;
-        let l = layout(&m)?;
-        let moved = !brokers(&m).contains(&2) && l.values().all(|(leader, ..)| *leader != 2);
-        moved.then_some(l)
-    });
+    let after = poll(
+        &rt,
+        FAILOVER_DEADLINE,
+        "broker 2's leaderships to move",
+        || {
+            let m = metadata(&rt, &nodes[0].kafka)?;
+            let l = layout(&m)?;
+            let moved = !brokers(&m).contains(&2) && l.values().all(|(leader, ..)| *leader != 2);
+            moved.then_some(l)
+        },
+    );
     for (p, (leader, epoch, _, _)) in &after {
         let (old_leader, old_epoch, _, old_isr) = &agreed[p];
         assert!(
@@ -282,7 +301,7 @@ fn three_combined_nodes_share_metadata_and_fail_over() {
         }
     }
     // Node 3 agrees.
-    poll(DEADLINE, "node 3 to see the failover", || {
+    poll(&rt, DEADLINE, "node 3 to see the failover", || {
         let m = metadata(&rt, &nodes[2].kafka)?;
         (layout(&m)? == after && !brokers(&m).contains(&2)).then_some(())
     });
@@ -290,7 +309,7 @@ fn three_combined_nodes_share_metadata_and_fail_over() {
     // Restarted on its data, node 2 registers again and is listed as a broker.
     let rx = nodes[1].spawn();
     wait_serving(2, &rx);
-    poll(DEADLINE, "broker 2 to be listed again", || {
+    poll(&rt, DEADLINE, "broker 2 to be listed again", || {
         let m = metadata(&rt, &nodes[0].kafka)?;
         brokers(&m).contains(&2).then_some(())
     });

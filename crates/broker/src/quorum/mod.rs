@@ -57,6 +57,9 @@ pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const IMAGE_WAIT: Duration = Duration::from_secs(10);
 /// How long startup waits to catch up with the metadata and be unfenced.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long startup waits, at most, for the controller to re-elect this broker where it is the
+/// only ISR member left (see [`start`]).
+pub const LEADERSHIP_SETTLE: Duration = Duration::from_secs(5);
 
 /// What the broker needs to join a quorum (from `controller.quorum.voters`, `cluster.id` and
 /// `broker.heartbeat.interval.ms`).
@@ -365,6 +368,8 @@ pub async fn start(
         .await??
     };
     let broker = Arc::new(broker);
+    // Every record before the registration is committed at or below its offset.
+    broker.set_catch_up_offset(epoch);
     let stop = shutdown.child_token();
     let mut tasks = JoinSet::new();
     tasks.spawn(watch::run(
@@ -393,6 +398,12 @@ pub async fn start(
             offset: link.epoch(),
         });
     }
+    // A restarted broker's partitions were left without a leader when it went away (it was
+    // their last ISR member); the controller elects it again a planner tick after unfencing.
+    // Serving before that would answer LEADER_NOT_AVAILABLE for no lasting reason, so wait a
+    // little (bounded, not fatal: Kafka clients retry anyway).
+    let settled = ready.wait_for(|i| !awaits_election(i, node));
+    let _ = tokio::time::timeout(LEADERSHIP_SETTLE, settled).await;
     // Consumer groups are rebuilt from the local `__consumer_offsets` logs once the topics
     // are known.
     broker.blocking(|b| b.groups().load(b)).await?;
@@ -405,4 +416,85 @@ pub async fn start(
 
 fn config_node(broker: &Broker) -> i32 {
     broker.config().node_id
+}
+
+/// Whether some partition has no leader although `node`, live, is in its ISR (the controller
+/// is about to elect it).
+pub fn awaits_election(image: &MetadataImage, node: i32) -> bool {
+    image.is_active(node)
+        && image
+            .topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .any(|p| p.leader.is_none() && p.isr.contains(&node))
+}
+
+#[cfg(test)]
+mod tests {
+    use gregor_controller::metadata::{BrokerRegistration, PartitionState, TopicImage};
+
+    use super::*;
+
+    #[test]
+    fn a_leaderless_partition_with_this_broker_in_its_isr_awaits_election() {
+        let mut image = MetadataImage::default();
+        image.brokers.insert(
+            1,
+            BrokerRegistration {
+                id: 1,
+                epoch: 3,
+                incarnation: Uuid::nil(),
+                endpoints: Vec::new(),
+                rack: None,
+                fenced: false,
+            },
+        );
+        let p = |leader, isr: &[i32]| PartitionState {
+            replicas: vec![1, 2],
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch: 1,
+            partition_epoch: 1,
+        };
+        image.topics.insert(
+            "t".into(),
+            TopicImage {
+                id: Uuid::from_u128(1),
+                partitions: vec![p(Some(1), &[1]), p(None, &[2])],
+                configs: BTreeMap::new(),
+            },
+        );
+        assert!(!awaits_election(&image, 1), "led, or not in the ISR");
+        image.topics.get_mut("t").unwrap().partitions[1].isr = vec![1, 2];
+        assert!(awaits_election(&image, 1));
+        image.brokers.get_mut(&1).unwrap().fenced = true;
+        assert!(
+            !awaits_election(&image, 1),
+            "a fenced broker is not elected"
+        );
+    }
+
+    #[test]
+    fn controller_refusals_map_to_kafka_errors_in_one_place() {
+        let refused = |kind: &str| ClientError::Refused {
+            code: tonic::Code::InvalidArgument,
+            kind: Some(kind.into()),
+            message: "m".into(),
+        };
+        let code = |kind: &str| crate::error::code(&to_broker_error(refused(kind), "t"));
+        assert_eq!(code("topic-exists"), 36);
+        assert_eq!(code("invalid-partitions"), 37);
+        assert_eq!(code("invalid-replication-factor"), 38);
+        assert_eq!(code("invalid-topic"), 17);
+        assert_eq!(code("unknown-topic"), 3);
+        assert_eq!(code("stale-broker-epoch"), 77);
+        assert_eq!(code("fenced-leader-epoch"), 74);
+        assert_eq!(code("stale-partition-epoch"), 95);
+        assert_eq!(code("ineligible-replica"), 107);
+        let unavailable = ClientError::Unavailable {
+            waited: Duration::from_secs(1),
+            last: "x".into(),
+        };
+        assert_eq!(crate::error::code(&to_broker_error(unavailable, "t")), 7);
+    }
 }

@@ -4,7 +4,10 @@
 //! Rules (each is a Kafka behaviour unless noted):
 //! * a partition gets a local log only where this broker is one of its replicas;
 //! * the logs of a topic that is no longer in the image, or whose id changed (deleted and
-//!   re-created under the same name), are deleted;
+//!   re-created under the same name), are deleted. Logs found on disk at startup (no topic id
+//!   known yet) are deleted only once the image has `caught_up` with the broker's registration:
+//!   the images of a replayed stream are partial until then (the first record is not the topic's
+//!   creation), and deleting on a partial image would lose data;
 //! * a local log of a partition this broker is not a replica of (a reassignment, which Gregor
 //!   does not do yet) is kept, not deleted: deleting data on a metadata mismatch is the riskier
 //!   mistake (Gregor's choice);
@@ -26,7 +29,8 @@ pub struct LocalState {
     pub topic_ids: BTreeMap<String, Uuid>,
     /// Config overrides last applied per topic.
     pub topic_configs: BTreeMap<String, BTreeMap<String, String>>,
-    /// Local partition logs and the assignment last applied to each (`None`: not yet).
+    /// Local partition logs and the assignment last applied to each (`None`: found on disk,
+    /// not open as a partition yet).
     pub partitions: BTreeMap<(String, i32), Option<PartitionAssignment>>,
 }
 
@@ -79,15 +83,22 @@ pub fn assignment(p: &PartitionState) -> PartitionAssignment {
 }
 
 /// The actions that bring `local` to `image` for broker `node`, in execution order: deletions,
-/// then log creations, then config changes, then assignments.
-pub fn plan(image: &MetadataImage, node: BrokerId, local: &LocalState) -> Vec<Action> {
+/// then log creations, then config changes, then assignments. `caught_up`: the image has reached
+/// the broker's registration offset (see the module docs).
+pub fn plan(
+    image: &MetadataImage,
+    node: BrokerId,
+    local: &LocalState,
+    caught_up: bool,
+) -> Vec<Action> {
     let mut deletes = Vec::new();
     let mut opens = Vec::new();
     let mut configs = Vec::new();
     let mut assigns = Vec::new();
-    let gone = |topic: &str| match image.topics.get(topic) {
-        None => true,
-        Some(t) => local.topic_ids.get(topic).is_some_and(|id| *id != t.id),
+    let gone = |topic: &str| match (image.topics.get(topic), local.topic_ids.get(topic)) {
+        (None, Some(_)) => true,
+        (None, None) => caught_up,
+        (Some(t), known) => known.is_some_and(|id| *id != t.id),
     };
     for (topic, partition) in local.partitions.keys() {
         if gone(topic) {
@@ -120,7 +131,8 @@ pub fn plan(image: &MetadataImage, node: BrokerId, local: &LocalState) -> Vec<Ac
             } else {
                 local.partitions.get(&key)
             };
-            if applied.is_none() {
+            // Not assigned yet: new, or a log found on disk that is not open as a partition.
+            if applied.and_then(Option::as_ref).is_none() {
                 opens.push(Action::OpenLog {
                     topic: name.clone(),
                     partition: index,
@@ -201,7 +213,7 @@ mod tests {
 
     fn applied(img: &MetadataImage, node: i32) -> LocalState {
         let mut local = LocalState::default();
-        for a in plan(img, node, &LocalState::default()) {
+        for a in plan(img, node, &LocalState::default(), true) {
             if let Action::Assign {
                 topic,
                 partition,
@@ -256,7 +268,7 @@ mod tests {
                 partition(&[3, 1], Some(3), 0),
             ],
         )]);
-        let actions = plan(&img, 1, &LocalState::default());
+        let actions = plan(&img, 1, &LocalState::default(), true);
         let opened: Vec<i32> = actions
             .iter()
             .filter_map(|a| match a {
@@ -297,7 +309,7 @@ mod tests {
             ],
         )]);
         let local = applied(&img, 1);
-        assert_eq!(plan(&img, 1, &local), Vec::new());
+        assert_eq!(plan(&img, 1, &local, true), Vec::new());
 
         let mut moved = img.clone();
         let p = &mut moved.topics.get_mut("t").unwrap().partitions[0];
@@ -305,7 +317,7 @@ mod tests {
         p.isr = vec![2];
         p.leader_epoch = 1;
         p.partition_epoch = 1;
-        let actions = plan(&moved, 1, &local);
+        let actions = plan(&moved, 1, &local, true);
         assert_eq!(actions.len(), 1);
         assert!(matches!(
             &actions[0],
@@ -322,7 +334,7 @@ mod tests {
 
         let deleted = image(&[]);
         assert_eq!(
-            plan(&deleted, 1, &local),
+            plan(&deleted, 1, &local, true),
             vec![Action::DeleteLog {
                 topic: "t".into(),
                 partition: 0
@@ -330,7 +342,7 @@ mod tests {
         );
 
         let recreated = image(&[("t", Uuid::from_u128(2), vec![partition(&[1], Some(1), 0)])]);
-        let actions = plan(&recreated, 1, &local);
+        let actions = plan(&recreated, 1, &local, true);
         assert_eq!(
             actions[..2],
             [
@@ -367,13 +379,23 @@ mod tests {
             );
             i
         };
-        let actions = plan(&img, 1, &local);
+        // While the replayed stream has not caught up, nothing found on disk is deleted.
+        let early = plan(&img, 1, &local, false);
+        assert!(
+            early.iter().all(|a| !matches!(a, Action::DeleteLog { .. })),
+            "{early:?}"
+        );
+        let actions = plan(&img, 1, &local, true);
         assert_eq!(
             actions,
             vec![
                 Action::DeleteLog {
                     topic: "gone".into(),
                     partition: 3
+                },
+                Action::OpenLog {
+                    topic: "t".into(),
+                    partition: 0
                 },
                 Action::Assign {
                     topic: "t".into(),
@@ -400,7 +422,7 @@ mod tests {
             t.configs.insert("retention.ms".into(), "5".into());
         }
         assert_eq!(
-            plan(&changed, 1, &local),
+            plan(&changed, 1, &local, true),
             vec![Action::SetConfigs {
                 topic: "t".into(),
                 configs: BTreeMap::from([("retention.ms".to_string(), "5".to_string())]),
