@@ -504,7 +504,11 @@ impl Broker {
                     // A log found on disk with the same name is reused (it is this topic's:
                     // deleted topics' logs were removed above).
                     let log = match self.logs.get(&tp) {
-                        Some(log) if !deleted.contains(&tp) => log,
+                        Some(log) if !deleted.contains(&tp) => {
+                            // Opened at start with the broker defaults: apply the topic's.
+                            log.write().set_config(self.log_config(&configs));
+                            log
+                        }
                         _ => {
                             if deleted.contains(&tp) {
                                 self.logs.delete(&tp)?;
@@ -519,11 +523,9 @@ impl Broker {
                     opened.insert((topic, partition), p);
                 }
                 Action::SetConfigs { topic, configs } => {
+                    // Logs opened by this plan already got the new configs; the topic's
+                    // other local logs get them here.
                     let config = self.log_config(&configs);
-                    for ((t, _), p) in opened.iter().filter(|((t, _), _)| *t == topic) {
-                        debug_assert_eq!(t, &topic);
-                        p.log.write().set_config(config.clone());
-                    }
                     if let Some(existing) = self.topic(&topic) {
                         for p in &existing.partitions {
                             p.log.write().set_config(config.clone());

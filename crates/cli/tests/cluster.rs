@@ -202,7 +202,7 @@ fn poll<T>(
             return v;
         }
         assert!(Instant::now() < end, "timed out waiting for {what}");
-        rt.block_on(tokio::time::sleep(POLL_INTERVAL));
+        rt.block_on(async { tokio::time::sleep(POLL_INTERVAL).await });
     }
 }
 

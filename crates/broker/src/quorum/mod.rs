@@ -383,7 +383,7 @@ pub async fn start(
         quorum.heartbeat_interval,
         stop.clone(),
     ));
-    let node = config_node(&broker);
+    let node = broker.config().node_id;
     let mut ready = image_rx;
     let caught_up = ready
         .wait_for(|i| i.offset >= link.epoch() && i.brokers.get(&node).is_some_and(|b| !b.fenced));
@@ -412,10 +412,6 @@ pub async fn start(
         tasks,
         stop,
     })
-}
-
-fn config_node(broker: &Broker) -> i32 {
-    broker.config().node_id
 }
 
 /// Whether some partition has no leader although `node`, live, is in its ISR (the controller
