@@ -217,6 +217,49 @@ mod tests {
     }
 
     #[test]
+    fn refusals_carry_a_stable_kind() {
+        let kind = |e: ControllerError| {
+            to_status(&e)
+                .metadata()
+                .get(ERROR_KIND_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            kind(
+                PlanError::InvalidReplicationFactor {
+                    replication_factor: 3,
+                    active: 1
+                }
+                .into()
+            )
+            .as_deref(),
+            Some("invalid-replication-factor")
+        );
+        assert_eq!(
+            kind(PlanError::InvalidPartitions(0).into()).as_deref(),
+            Some("invalid-partitions")
+        );
+        assert_eq!(
+            kind(Rejection::TopicExists("t".into()).into()).as_deref(),
+            Some("topic-exists")
+        );
+        assert_eq!(
+            kind(
+                Rejection::StaleBrokerEpoch {
+                    broker_id: 1,
+                    current: 2,
+                    got: 1
+                }
+                .into()
+            )
+            .as_deref(),
+            Some("stale-broker-epoch")
+        );
+        assert_eq!(kind(ControllerError::NotLeader { leader: None }), None);
+    }
+
+    #[test]
     fn not_leader_carries_the_leader_address() {
         let s = to_status(&ControllerError::NotLeader {
             leader: Some((2, "127.0.0.1:9093".into())),
