@@ -4,7 +4,7 @@
 //! node reports the same 3 brokers and the same leaders and ISRs, leaders spread over all three;
 //! `kill -9` of one node moves its leaderships to other ISR members and drops it from the broker
 //! list; restarted, it registers again. `gregor cluster describe` and `gregor topic describe`
-//! work against the cluster.
+//! work against the cluster. A second test joins a broker-only process to a combined node.
 //!
 //! Every wait polls observable state (the child's serving line, Metadata) with a deadline;
 //! children are killed by PID on drop.
@@ -352,4 +352,93 @@ fn three_combined_nodes_share_metadata_and_fail_over() {
     );
     assert_eq!(text.matches("Leader: ").count(), 6, "{text}");
     assert_eq!(text.matches("HighWatermark: ").count(), 6, "{text}");
+}
+
+/// A broker-only process joins a quorum it is told about (`controller.quorum.voters`), learns
+/// the cluster id from it, and serves the same metadata as the combined node.
+#[test]
+fn a_broker_only_process_joins_the_quorum_of_a_combined_node() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(5);
+    let voter = format!("1@127.0.0.1:{}", ports[2]);
+    let mut combined = Node {
+        id: 1,
+        kafka: format!("127.0.0.1:{}", ports[0]),
+        args: vec![
+            "server".into(),
+            "--node-id".into(),
+            "1".into(),
+            "--listeners".into(),
+            format!("PLAINTEXT://127.0.0.1:{}", ports[0]),
+            "--controller-quorum-voters".into(),
+            voter.clone(),
+            "--log-dirs".into(),
+            dir.path().join("node-1").display().to_string(),
+        ],
+        child: None,
+    };
+    let mut broker = Node {
+        id: 2,
+        kafka: format!("127.0.0.1:{}", ports[1]),
+        args: vec![
+            "server".into(),
+            "--node-id".into(),
+            "2".into(),
+            "--process-roles".into(),
+            "broker".into(),
+            "--listeners".into(),
+            format!("PLAINTEXT://127.0.0.1:{}", ports[1]),
+            "--controller-quorum-voters".into(),
+            voter,
+            "--log-dirs".into(),
+            dir.path().join("node-2").display().to_string(),
+            "--override".into(),
+            format!("replication.listener=127.0.0.1:{}", ports[3]),
+        ],
+        child: None,
+    };
+    let rx = combined.spawn();
+    wait_serving(1, &rx);
+    let rx = broker.spawn();
+    wait_serving(2, &rx);
+    assert!(!dir.path().join("node-2").join("metadata").exists());
+
+    let out = gregor(
+        &[
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            "4",
+            "--replication-factor",
+            "2",
+        ],
+        &broker.kafka,
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let layouts = poll(&rt, DEADLINE, "both brokers to agree", || {
+        let a = metadata(&rt, &combined.kafka)?;
+        let b = metadata(&rt, &broker.kafka)?;
+        let same = brokers(&a) == BTreeSet::from([1, 2])
+            && brokers(&b) == brokers(&a)
+            && a.cluster_id == b.cluster_id
+            && layout(&a).is_some()
+            && layout(&a) == layout(&b);
+        same.then(|| layout(&a).unwrap())
+    });
+    assert!(layouts.values().all(|(_, _, r, _)| r.len() == 2));
+    // The broker-only node holds a log for every partition it replicates (all of them, RF 2).
+    for p in 0..4 {
+        assert!(
+            dir.path()
+                .join("node-2")
+                .join(format!("{TOPIC}-{p}"))
+                .exists()
+        );
+    }
 }
