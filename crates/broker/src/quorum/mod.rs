@@ -324,7 +324,12 @@ pub async fn start(
             },
             pb::Endpoint {
                 name: REPLICATION.to_string(),
-                host: replication.ip().to_string(),
+                // A wildcard bind is reached at the host clients use for Kafka.
+                host: if replication.ip().is_unspecified() {
+                    advertised.host.clone()
+                } else {
+                    replication.ip().to_string()
+                },
                 port: u32::from(replication.port()),
             },
         ],
