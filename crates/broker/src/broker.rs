@@ -1,16 +1,31 @@
 //! The broker's state: cluster metadata (topics, ids, partition counts, config overrides) and one
-//! open log per partition, plus the per-partition watch that wakes long-polling fetches.
+//! open log per local partition, plus the per-partition watch that wakes long-polling fetches.
 //!
-//! Reads take a short `RwLock` read on the topic map and clone `Arc`s out. Metadata changes are
-//! serialized by one admin mutex, persisted through the [`MetadataStore`] *before* they become
-//! visible, and then swapped in. They do file I/O and fsync, so callers on the runtime run them
-//! through `spawn_blocking` (see [`Broker::blocking`]).
+//! Two metadata sources, one shape:
+//!
+//! * **cluster** ([`Broker::open_cluster`], what `gregor server` runs): topics come only from the
+//!   controller's [`MetadataImage`], which [`crate::quorum`] follows and hands to
+//!   [`Broker::apply_image`]; admin operations (create/delete topics, partitions, configs) are
+//!   forwarded to the controller and return once this broker's own image has the change.
+//! * **local** ([`Broker::open`], the single-node seam the broker crate's own tests use): a
+//!   [`MetadataStore`] file persisted *before* changes become visible; a single-node image is
+//!   synthesized from it so request handlers have one path.
+//!
+//! Either way the broker publishes its image on a watch ([`Broker::image`]); Metadata,
+//! DescribeCluster and FindCoordinator answer from it.
+//!
+//! Reads take a short `RwLock` read on the topic map and clone `Arc`s out. Metadata changes do
+//! file I/O, fsync or controller round trips, so callers on the runtime run them through
+//! `spawn_blocking` (see [`Broker::blocking`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use gregor_controller::metadata::{
+    BrokerRegistration, Endpoint as ImageEndpoint, MetadataImage, PartitionState, TopicImage,
+};
 use gregor_storage::{LogConfig, LogManager, SharedLog, TimestampType, TopicPartition};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
@@ -22,6 +37,8 @@ use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata_store::{ClusterMetadata, FileMetadataStore, MetadataStore, TopicMetadata};
 use crate::producer_ids::{LocalProducerIdAllocator, ProducerIdAllocator};
+use crate::quorum::reconcile::{self, Action, LocalState};
+use crate::quorum::{PLAINTEXT, QuorumMetadata};
 use crate::replica::{Failpoints, ReplicaState, ReplicaStats};
 use crate::topic_config;
 
@@ -156,8 +173,32 @@ pub struct Topic {
     pub id: Uuid,
     /// Config overrides.
     pub configs: BTreeMap<String, String>,
-    /// Partitions, index = partition number.
+    /// The topic's partition count (in a cluster, not every partition is local).
+    pub partition_count: i32,
+    /// The partitions this broker holds a log of, in partition order. On a single node that is
+    /// every partition (index = partition number); in a cluster only those it is a replica of.
     pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    /// The local partition with this index, if this broker holds it.
+    pub fn local(&self, partition: i32) -> Option<&Arc<Partition>> {
+        self.partitions
+            .binary_search_by_key(&partition, |p| p.tp.partition)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+}
+
+/// Where topics come from.
+enum MetadataSource {
+    /// A single node's metadata file. The mutex serializes persist-then-publish.
+    Local {
+        store: Box<dyn MetadataStore>,
+        admin: Mutex<ClusterMetadata>,
+    },
+    /// The controller quorum.
+    Quorum(Arc<QuorumMetadata>),
 }
 
 #[derive(Debug, Default)]
@@ -170,11 +211,16 @@ struct State {
 pub struct Broker {
     config: BrokerConfig,
     advertised: Endpoint,
-    store: Box<dyn MetadataStore>,
+    metadata: MetadataSource,
     logs: Arc<LogManager>,
-    /// Serializes metadata changes so persist-then-publish is atomic with respect to others.
-    admin: Mutex<ClusterMetadata>,
     state: RwLock<State>,
+    /// The metadata image the broker currently serves (controller's, or synthesized locally).
+    image: watch::Sender<Arc<MetadataImage>>,
+    /// What the reconciler applied so far; its mutex serializes image application.
+    applied: Mutex<LocalState>,
+    /// The offset the image must reach before logs found on disk may be deleted (the broker's
+    /// registration; see [`reconcile::plan`]). `u64::MAX` until the quorum link sets it.
+    catch_up_offset: std::sync::atomic::AtomicU64,
     /// Consumer groups and committed offsets (`__consumer_offsets`).
     groups: GroupCoordinator,
     /// Producer ids for InitProducerId.
@@ -252,6 +298,9 @@ fn new_cluster_id() -> String {
 impl Broker {
     /// Opens the data directory (creating it), loads the metadata and opens every partition log.
     /// `bound` is the listener's actual address, used for the advertised endpoint.
+    ///
+    /// This is the single-node seam (a local metadata file, no controller) that the broker
+    /// crate's tests use; `gregor server` runs [`Broker::open_cluster`].
     pub fn open(config: BrokerConfig, bound: SocketAddr) -> Result<Broker> {
         std::fs::create_dir_all(&config.log_dir).map_err(|source| BrokerError::Io {
             context: "create log.dirs",
@@ -261,7 +310,7 @@ impl Broker {
         Broker::open_with_store(config, bound, store)
     }
 
-    /// Like [`Broker::open`] with another metadata store (the controller seam).
+    /// Like [`Broker::open`] with another metadata store.
     pub fn open_with_store(
         config: BrokerConfig,
         bound: SocketAddr,
@@ -271,9 +320,10 @@ impl Broker {
         Broker::open_with_link(config, bound, store, link)
     }
 
-    /// Like [`Broker::open_with_store`] with the link to the rest of the cluster. Every
-    /// partition starts as a single node's (led by `link.node_id()` at epoch 0) until the
-    /// metadata path pushes its real assignment with [`Broker::apply_assignment`].
+    /// Like [`Broker::open_with_store`] with the link to the rest of the cluster (in-process
+    /// replication tests use a fake controller). Every partition starts as a single node's (led
+    /// by `link.node_id()` at epoch 0) until the test pushes its real assignment with
+    /// [`Broker::apply_assignment`].
     pub fn open_with_link(
         config: BrokerConfig,
         bound: SocketAddr,
@@ -292,30 +342,12 @@ impl Broker {
                 m
             }
         };
-        let logs = Arc::new(LogManager::open(
-            &config.log_dir,
-            default_log_config(&config),
-            now_ms(),
-        )?);
-        let advertised = config.advertised_endpoint(bound);
-        let groups = GroupCoordinator::new(CoordinatorConfig::from_broker(&config));
-        // The controller-backed allocator replaces this one when brokers join the quorum.
         let producer_ids = Box::new(LocalProducerIdAllocator::new(&config.log_dir));
-        let broker = Broker {
-            config,
-            advertised,
+        let source = MetadataSource::Local {
             store,
-            logs,
             admin: Mutex::new(metadata.clone()),
-            state: RwLock::new(State::default()),
-            groups,
-            producer_ids,
-            link,
-            replica_changes: watch::Sender::new(0),
-            isr_check: tokio::sync::Notify::new(),
-            replica_stats: ReplicaStats::default(),
-            failpoints: Failpoints::default(),
         };
+        let broker = Broker::new(config, bound, source, producer_ids, link, None)?;
         let mut state = State::default();
         for (name, meta) in &metadata.topics {
             let topic = broker.build_topic(name, meta, &[])?;
@@ -323,9 +355,295 @@ impl Broker {
             state.topics.insert(name.clone(), Arc::new(topic));
         }
         *broker.state.write() = state;
+        broker.publish_local_image(&metadata);
         // A restarted coordinator rebuilds groups and offsets before serving anyone.
         broker.groups.load(&broker)?;
         Ok(broker)
+    }
+
+    /// Opens the broker of a cluster: the partition logs on disk, and no topics until the
+    /// controller's image arrives through [`Broker::apply_image`] (see [`crate::quorum`], which
+    /// also loads the consumer groups once the image caught up). `image` is the watch the quorum
+    /// link reads too.
+    pub fn open_cluster(
+        config: BrokerConfig,
+        bound: SocketAddr,
+        quorum: Arc<QuorumMetadata>,
+        producer_ids: Box<dyn ProducerIdAllocator>,
+        link: Arc<dyn ClusterLink>,
+        image: watch::Sender<Arc<MetadataImage>>,
+    ) -> Result<Broker> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.log_dir).map_err(|source| BrokerError::Io {
+            context: "create log.dirs",
+            source,
+        })?;
+        Broker::new(
+            config,
+            bound,
+            MetadataSource::Quorum(quorum),
+            producer_ids,
+            link,
+            Some(image),
+        )
+    }
+
+    fn new(
+        config: BrokerConfig,
+        bound: SocketAddr,
+        metadata: MetadataSource,
+        producer_ids: Box<dyn ProducerIdAllocator>,
+        link: Arc<dyn ClusterLink>,
+        image: Option<watch::Sender<Arc<MetadataImage>>>,
+    ) -> Result<Broker> {
+        let logs = Arc::new(LogManager::open(
+            &config.log_dir,
+            default_log_config(&config),
+            now_ms(),
+        )?);
+        // Logs found on disk are known to the reconciler (so deleted topics' logs go), but have
+        // no assignment applied yet.
+        let mut applied = LocalState::default();
+        for (tp, _) in logs.partitions() {
+            applied.partitions.insert((tp.topic, tp.partition), None);
+        }
+        let advertised = config.advertised_endpoint(bound);
+        let groups = GroupCoordinator::new(CoordinatorConfig::from_broker(&config));
+        Ok(Broker {
+            config,
+            advertised,
+            metadata,
+            logs,
+            state: RwLock::new(State::default()),
+            image: image.unwrap_or_else(|| watch::Sender::new(Arc::default())),
+            applied: Mutex::new(applied),
+            catch_up_offset: std::sync::atomic::AtomicU64::new(u64::MAX),
+            groups,
+            producer_ids,
+            link,
+            replica_changes: watch::Sender::new(0),
+            isr_check: tokio::sync::Notify::new(),
+            replica_stats: ReplicaStats::default(),
+            failpoints: Failpoints::default(),
+        })
+    }
+
+    /// The metadata image the broker serves now.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    /// Subscribes to image changes.
+    pub fn subscribe_image(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.image.subscribe()
+    }
+
+    /// Sets the offset (the broker's registration) from which an image is complete enough to
+    /// delete logs found on disk that it does not mention.
+    pub fn set_catch_up_offset(&self, offset: u64) {
+        self.catch_up_offset
+            .store(offset, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether every log found at startup was closed cleanly (its clean-shutdown marker was
+    /// present), i.e. nothing unflushed can have been lost. Vacuously true without logs.
+    pub fn previous_shutdown_clean(&self) -> bool {
+        self.logs
+            .partitions()
+            .iter()
+            .all(|(_, log)| log.read().recovery_info().clean)
+    }
+
+    /// Whether topics come from the controller quorum.
+    pub fn in_cluster(&self) -> bool {
+        matches!(self.metadata, MetadataSource::Quorum(_))
+    }
+
+    /// The replication factor `__consumer_offsets` may have: the number of controller voters in
+    /// a cluster (Kafka refuses to create it with fewer live brokers than
+    /// `offsets.topic.replication.factor`; Gregor caps it so one node keeps working), 1 alone.
+    pub fn offsets_topic_replication_cap(&self) -> i16 {
+        match &self.metadata {
+            MetadataSource::Local { .. } => 1,
+            MetadataSource::Quorum(q) => i16::try_from(q.voter_count()).unwrap_or(i16::MAX),
+        }
+    }
+
+    /// Publishes the single-node image of a local metadata file.
+    fn publish_local_image(&self, metadata: &ClusterMetadata) {
+        let node = self.config.node_id;
+        let previous = self.image.borrow().offset;
+        let mut img = MetadataImage {
+            offset: previous + 1,
+            ..MetadataImage::default()
+        };
+        img.brokers.insert(
+            node,
+            BrokerRegistration {
+                id: node,
+                epoch: 0,
+                incarnation: Uuid::nil(),
+                endpoints: vec![ImageEndpoint {
+                    name: PLAINTEXT.to_string(),
+                    host: self.advertised.host.clone(),
+                    port: self.advertised.port,
+                }],
+                rack: None,
+                fenced: false,
+            },
+        );
+        for (name, meta) in &metadata.topics {
+            let partition = PartitionState {
+                replicas: vec![node],
+                isr: vec![node],
+                leader: Some(node),
+                leader_epoch: LEADER_EPOCH,
+                partition_epoch: 0,
+                elr: Vec::new(),
+                last_known_leader: None,
+            };
+            img.topics.insert(
+                name.clone(),
+                TopicImage {
+                    id: meta.id,
+                    partitions: vec![partition; meta.partitions.max(0) as usize],
+                    configs: meta.configs.clone(),
+                },
+            );
+        }
+        self.image.send_replace(Arc::new(img));
+    }
+
+    /// Makes the broker match a controller image: opens logs of new local replicas, deletes
+    /// logs of deleted topics, applies config overrides, publishes the topics, hands every
+    /// changed assignment to [`Broker::apply_assignment`], then publishes the image. Blocking
+    /// (file I/O); called by the quorum link for every image, in order.
+    pub fn apply_image(&self, image: Arc<MetadataImage>) -> Result<()> {
+        let mut applied = self.applied.lock();
+        let node = self.config.node_id;
+        let caught_up = image.offset
+            >= self
+                .catch_up_offset
+                .load(std::sync::atomic::Ordering::Acquire);
+        let actions = reconcile::plan(&image, node, &applied, caught_up);
+        let mut opened: HashMap<(String, i32), Arc<Partition>> = HashMap::new();
+        let mut deleted = Vec::new();
+        let mut assigns = Vec::new();
+        for action in actions {
+            match action {
+                Action::DeleteLog { topic, partition } => {
+                    applied.partitions.remove(&(topic.clone(), partition));
+                    deleted.push(TopicPartition { topic, partition });
+                }
+                Action::OpenLog { topic, partition } => {
+                    let configs = image
+                        .topics
+                        .get(&topic)
+                        .map(|t| t.configs.clone())
+                        .unwrap_or_default();
+                    let tp = TopicPartition {
+                        topic: topic.clone(),
+                        partition,
+                    };
+                    // A log found on disk with the same name is reused (it is this topic's:
+                    // deleted topics' logs were removed above).
+                    let log = match self.logs.get(&tp) {
+                        Some(log) if !deleted.contains(&tp) => {
+                            // Opened at start with the broker defaults: apply the topic's.
+                            log.write().set_config(self.log_config(&configs));
+                            log
+                        }
+                        _ => {
+                            if deleted.contains(&tp) {
+                                self.logs.delete(&tp)?;
+                                deleted.retain(|d| d != &tp);
+                            }
+                            self.logs
+                                .get_or_create(&tp, self.log_config(&configs), now_ms())?
+                        }
+                    };
+                    // No assignment yet: the Assign action that follows is a change.
+                    let p = Arc::new(Partition::new(tp, log, unassigned(), node)?);
+                    opened.insert((topic, partition), p);
+                }
+                Action::SetConfigs { topic, configs } => {
+                    // Logs opened by this plan already got the new configs; the topic's
+                    // other local logs get them here.
+                    let config = self.log_config(&configs);
+                    if let Some(existing) = self.topic(&topic) {
+                        for p in &existing.partitions {
+                            p.log.write().set_config(config.clone());
+                        }
+                    }
+                }
+                Action::Assign {
+                    topic,
+                    partition,
+                    assignment,
+                } => assigns.push((topic, partition, assignment)),
+            }
+        }
+        // The new topic map: every topic of the image, with its local partitions.
+        let mut state = State::default();
+        {
+            let current = self.state.read();
+            for (name, t) in &image.topics {
+                let mut partitions = Vec::new();
+                for index in 0..t.partitions.len() {
+                    let Ok(index) = i32::try_from(index) else {
+                        continue;
+                    };
+                    let key = (name.clone(), index);
+                    if let Some(p) = opened.get(&key) {
+                        partitions.push(Arc::clone(p));
+                    } else if let Some(p) = current
+                        .topics
+                        .get(name)
+                        .filter(|old| old.id == t.id)
+                        .and_then(|old| old.local(index))
+                    {
+                        partitions.push(Arc::clone(p));
+                    }
+                }
+                state.by_id.insert(t.id, name.clone());
+                state.topics.insert(
+                    name.clone(),
+                    Arc::new(Topic {
+                        name: name.clone(),
+                        id: t.id,
+                        configs: t.configs.clone(),
+                        partition_count: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
+                        partitions,
+                    }),
+                );
+            }
+        }
+        // Swap first, then delete: dropping the old partitions wakes their waiting fetches.
+        let old = std::mem::replace(&mut *self.state.write(), state);
+        drop(old);
+        for tp in deleted {
+            tracing::info!(topic = %tp.topic, partition = tp.partition, "deleting log of a deleted topic");
+            self.logs.delete(&tp)?;
+        }
+        applied.topic_ids = image
+            .topics
+            .iter()
+            .map(|(n, t)| (n.clone(), t.id))
+            .collect();
+        applied.topic_configs = image
+            .topics
+            .iter()
+            .map(|(n, t)| (n.clone(), t.configs.clone()))
+            .collect();
+        for (topic, partition, assignment) in assigns {
+            self.apply_assignment(&topic, partition, assignment.clone())?;
+            applied
+                .partitions
+                .insert((topic, partition), Some(assignment));
+        }
+        drop(applied);
+        self.image.send_replace(image);
+        Ok(())
     }
 
     /// The configuration the broker runs with.
@@ -398,9 +716,12 @@ impl Broker {
         &self.advertised
     }
 
-    /// The cluster id (persisted with the metadata).
+    /// The cluster id: the quorum's, or the one persisted with a single node's metadata.
     pub fn cluster_id(&self) -> String {
-        self.admin.lock().cluster_id.clone()
+        match &self.metadata {
+            MetadataSource::Local { admin, .. } => admin.lock().cluster_id.clone(),
+            MetadataSource::Quorum(q) => q.cluster_id().to_string(),
+        }
     }
 
     /// The partition logs (for the storage background task).
@@ -443,11 +764,7 @@ impl Broker {
     /// One partition, or UNKNOWN_TOPIC_OR_PARTITION.
     pub fn partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>> {
         self.topic(topic)
-            .and_then(|t| {
-                usize::try_from(partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i).cloned())
-            })
+            .and_then(|t| t.local(partition).cloned())
             .ok_or_else(|| BrokerError::UnknownTopicOrPartition {
                 topic: topic.to_string(),
                 partition,
@@ -522,18 +839,28 @@ impl Broker {
             name: name.to_string(),
             id: meta.id,
             configs: meta.configs.clone(),
+            partition_count: meta.partitions,
             partitions,
         })
+    }
+
+    /// The local metadata file and its lock, or `None` in a cluster.
+    fn local(&self) -> Option<(&dyn MetadataStore, &Mutex<ClusterMetadata>)> {
+        match &self.metadata {
+            MetadataSource::Local { store, admin } => Some((store.as_ref(), admin)),
+            MetadataSource::Quorum(_) => None,
+        }
     }
 
     /// Persists `next`, then opens logs and publishes the topic. Caller holds the admin lock.
     fn commit(
         &self,
+        store: &dyn MetadataStore,
         admin: &mut ClusterMetadata,
         next: ClusterMetadata,
         name: &str,
     ) -> Result<Arc<Topic>> {
-        self.store.save(&next)?;
+        store.save(&next)?;
         *admin = next;
         let meta = admin
             .topics
@@ -550,13 +877,32 @@ impl Broker {
         for p in &topic.partitions {
             p.log.write().set_config(self.log_config(&topic.configs));
         }
-        let mut state = self.state.write();
-        state.by_id.insert(topic.id, name.to_string());
-        state.topics.insert(name.to_string(), Arc::clone(&topic));
+        {
+            let mut state = self.state.write();
+            state.by_id.insert(topic.id, name.to_string());
+            state.topics.insert(name.to_string(), Arc::clone(&topic));
+        }
+        self.publish_local_image(admin);
+        // The metadata path hands every new partition its assignment once (the contract of
+        // `apply_assignment`), on a single node as in a cluster.
+        for p in topic.partitions.iter().skip(existing.len()) {
+            self.apply_assignment(
+                name,
+                p.tp.partition,
+                PartitionAssignment::single_node(self.config.node_id),
+            )?;
+        }
         Ok(topic)
     }
 
-    /// CreateTopics: validates and creates a topic. Blocking (fsync).
+    /// Waits (bounded) until this broker's image reached `offset`, so a client's next request
+    /// sees its own write. Blocking.
+    fn await_image(&self, q: &QuorumMetadata, offset: u64) -> Result<()> {
+        q.await_offset(self.image.subscribe(), offset)
+    }
+
+    /// CreateTopics: validates and creates a topic (through the controller in a cluster).
+    /// Blocking (fsync or a controller round trip).
     pub fn create_topic(
         &self,
         name: &str,
@@ -581,12 +927,15 @@ impl Broker {
         } else {
             replication_factor
         };
+        let Some((store, admin)) = self.local() else {
+            return self.create_topic_in_cluster(name, partitions, rf, configs, validate_only);
+        };
         if rf != 1 {
             return Err(BrokerError::InvalidReplicationFactor(format!(
                 "replication factor {rf} is larger than the 1 available broker"
             )));
         }
-        let mut admin = self.admin.lock();
+        let mut admin = admin.lock();
         if admin.topics.contains_key(name) {
             return Err(BrokerError::TopicAlreadyExists(name.to_string()));
         }
@@ -600,13 +949,53 @@ impl Broker {
         }
         let mut next = admin.clone();
         next.topics.insert(name.to_string(), meta.clone());
-        self.commit(&mut admin, next, name)?;
+        self.commit(store, &mut admin, next, name)?;
         tracing::info!(topic = name, partitions, id = %meta.id, "created topic");
         Ok(meta)
     }
 
+    fn create_topic_in_cluster(
+        &self,
+        name: &str,
+        partitions: i32,
+        rf: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicMetadata> {
+        let MetadataSource::Quorum(q) = &self.metadata else {
+            return Err(BrokerError::InvalidRequest("not in a cluster".into()));
+        };
+        let image = self.image();
+        let active = image.brokers.values().filter(|b| !b.fenced).count();
+        if rf < 1 || usize::try_from(rf).is_ok_and(|rf| rf > active) {
+            return Err(BrokerError::InvalidReplicationFactor(format!(
+                "replication factor {rf} is not between 1 and the {active} available brokers"
+            )));
+        }
+        if validate_only {
+            // Kafka's validate-only runs the same checks without the write; the controller's
+            // own checks (placement) are the ones above.
+            if image.topics.contains_key(name) {
+                return Err(BrokerError::TopicAlreadyExists(name.to_string()));
+            }
+            return Ok(TopicMetadata {
+                id: Uuid::nil(),
+                partitions,
+                configs,
+            });
+        }
+        let (id, offset) = q.create_topic(name, partitions, rf, &configs)?;
+        self.await_image(q, offset)?;
+        tracing::info!(topic = name, partitions, id = %id, "created topic through the controller");
+        Ok(TopicMetadata {
+            id,
+            partitions,
+            configs,
+        })
+    }
+
     /// Auto-creates a topic (Metadata/Produce) when `auto.create.topics.enable` allows it.
-    /// Returns the topic if it exists afterwards. Blocking (fsync).
+    /// Returns the topic if it exists afterwards. Blocking (fsync or a controller round trip).
     pub fn ensure_topic(&self, name: &str) -> Result<Arc<Topic>> {
         if let Some(t) = self.topic(name) {
             return Ok(t);
@@ -630,20 +1019,37 @@ impl Broker {
         }
     }
 
-    /// DeleteTopics: forgets the topic, then deletes its logs. Blocking (fsync, file removal).
+    /// DeleteTopics: forgets the topic, then deletes its logs. Blocking (fsync, file removal,
+    /// or a controller round trip).
     pub fn delete_topic(&self, name: &str) -> Result<Uuid> {
-        let mut admin = self.admin.lock();
-        let Some(meta) = admin.topics.get(name).cloned() else {
-            return Err(BrokerError::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: -1,
-            });
+        let unknown = || BrokerError::UnknownTopicOrPartition {
+            topic: name.to_string(),
+            partition: -1,
         };
-        if name == OFFSETS_TOPIC {
+        if name == OFFSETS_TOPIC && self.topic(name).is_some() {
             return Err(BrokerError::InvalidRequest(format!(
                 "internal topic {OFFSETS_TOPIC} cannot be deleted"
             )));
         }
+        let Some((store, admin)) = self.local() else {
+            let MetadataSource::Quorum(q) = &self.metadata else {
+                return Err(unknown());
+            };
+            let id = self.topic(name).map(|t| t.id).ok_or_else(unknown)?;
+            if !self.config.delete_topic_enable {
+                return Err(BrokerError::InvalidRequest(
+                    "topic deletion is disabled".into(),
+                ));
+            }
+            let offset = q.delete_topic(name)?;
+            self.await_image(q, offset)?;
+            tracing::info!(topic = name, "deleted topic through the controller");
+            return Ok(id);
+        };
+        let mut admin = admin.lock();
+        let Some(meta) = admin.topics.get(name).cloned() else {
+            return Err(unknown());
+        };
         if !self.config.delete_topic_enable {
             return Err(BrokerError::InvalidRequest(
                 "topic deletion is disabled".into(),
@@ -651,7 +1057,7 @@ impl Broker {
         }
         let mut next = admin.clone();
         next.topics.remove(name);
-        self.store.save(&next)?;
+        store.save(&next)?;
         *admin = next;
         let removed = {
             let mut state = self.state.write();
@@ -667,58 +1073,96 @@ impl Broker {
             };
             self.logs.delete(&tp)?;
         }
+        self.publish_local_image(&admin);
         tracing::info!(topic = name, "deleted topic");
         Ok(meta.id)
     }
 
-    /// CreatePartitions: grows a topic to `count` partitions. Blocking (fsync).
+    /// CreatePartitions: grows a topic to `count` partitions. Blocking (fsync or a controller
+    /// round trip).
     pub fn create_partitions(&self, name: &str, count: i32, validate_only: bool) -> Result<()> {
-        let mut admin = self.admin.lock();
-        let Some(meta) = admin.topics.get(name).cloned() else {
+        let Some(current) = self.topic(name).map(|t| t.partition_count) else {
             return Err(BrokerError::UnknownTopicOrPartition {
                 topic: name.to_string(),
                 partition: -1,
             });
         };
-        if count <= meta.partitions {
+        if count <= current {
             return Err(BrokerError::InvalidPartitions(format!(
-                "topic {name} has {} partitions; the new count {count} must be larger",
-                meta.partitions
+                "topic {name} has {current} partitions; the new count {count} must be larger"
             )));
         }
         if validate_only {
             return Ok(());
         }
+        let Some((store, admin)) = self.local() else {
+            let MetadataSource::Quorum(q) = &self.metadata else {
+                return Ok(());
+            };
+            let offset = q.create_partitions(name, count)?;
+            return self.await_image(q, offset);
+        };
+        let mut admin = admin.lock();
         let mut next = admin.clone();
-        if let Some(m) = next.topics.get_mut(name) {
-            m.partitions = count;
+        match next.topics.get_mut(name) {
+            Some(m) if m.partitions < count => m.partitions = count,
+            Some(m) => {
+                return Err(BrokerError::InvalidPartitions(format!(
+                    "topic {name} has {} partitions; the new count {count} must be larger",
+                    m.partitions
+                )));
+            }
+            None => {
+                return Err(BrokerError::UnknownTopicOrPartition {
+                    topic: name.to_string(),
+                    partition: -1,
+                });
+            }
         }
-        self.commit(&mut admin, next, name)?;
+        self.commit(store, &mut admin, next, name)?;
         Ok(())
     }
 
-    /// Replaces a topic's config overrides (already validated). Blocking (fsync).
+    /// Replaces a topic's config overrides (already validated). Blocking (fsync or a
+    /// controller round trip).
     pub fn set_topic_configs(
         &self,
         name: &str,
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<()> {
-        let mut admin = self.admin.lock();
+        let Some(topic) = self.topic(name) else {
+            return Err(BrokerError::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: -1,
+            });
+        };
+        if validate_only {
+            return Ok(());
+        }
+        let Some((store, admin)) = self.local() else {
+            let MetadataSource::Quorum(q) = &self.metadata else {
+                return Ok(());
+            };
+            let changes = config_changes(&topic.configs, &configs);
+            if changes.is_empty() {
+                return Ok(());
+            }
+            let offset = q.alter_topic_configs(name, changes)?;
+            return self.await_image(q, offset);
+        };
+        let mut admin = admin.lock();
         if !admin.topics.contains_key(name) {
             return Err(BrokerError::UnknownTopicOrPartition {
                 topic: name.to_string(),
                 partition: -1,
             });
         }
-        if validate_only {
-            return Ok(());
-        }
         let mut next = admin.clone();
         if let Some(m) = next.topics.get_mut(name) {
             m.configs = configs;
         }
-        self.commit(&mut admin, next, name)?;
+        self.commit(store, &mut admin, next, name)?;
         Ok(())
     }
 
@@ -733,6 +1177,34 @@ impl Broker {
     pub fn retention_check_interval(&self) -> Duration {
         Duration::from_millis(self.config.log_retention_check_interval_ms.max(1) as u64)
     }
+}
+
+/// The assignment of a partition before the metadata path handed it one.
+fn unassigned() -> PartitionAssignment {
+    PartitionAssignment {
+        leader: None,
+        leader_epoch: -1,
+        partition_epoch: -1,
+        replicas: Vec::new(),
+        isr: Vec::new(),
+        elr: Vec::new(),
+    }
+}
+
+/// The changes that turn `current` config overrides into `wanted` (`None` deletes a key).
+pub fn config_changes(
+    current: &BTreeMap<String, String>,
+    wanted: &BTreeMap<String, String>,
+) -> Vec<(String, Option<String>)> {
+    let removed = current
+        .keys()
+        .filter(|k| !wanted.contains_key(*k))
+        .map(|k| (k.clone(), None));
+    let set = wanted
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), Some(v.clone())));
+    removed.chain(set).collect()
 }
 
 /// Broker-wide storage defaults from the broker config.

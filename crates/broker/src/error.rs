@@ -190,6 +190,49 @@ pub enum BrokerError {
     /// A blocking task panicked or was cancelled.
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
+    /// The controller quorum did not answer in time, or refused for a reason with no Kafka
+    /// counterpart.
+    #[error("controller request failed")]
+    Controller(#[source] gregor_controller::client::ClientError),
+    /// This broker's registration is not the current one (it must register again).
+    #[error("stale broker epoch: {0}")]
+    StaleBrokerEpoch(String),
+    /// The controller refused an ISR change (AlterPartition, KIP-497); nothing changed.
+    #[error("ISR change refused ({reason:?}): {message}")]
+    IsrChangeRefused {
+        /// Why.
+        reason: IsrRefusal,
+        /// The controller's message.
+        message: String,
+    },
+    /// A partition without a leader (offline, or between leaders).
+    #[error("partition {topic}-{partition} has no leader")]
+    LeaderNotAvailable {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+    },
+    /// The broker's metadata image did not reach an offset in time (after a controller write,
+    /// or at startup).
+    #[error("metadata did not reach offset {offset} in time")]
+    MetadataLag {
+        /// The offset waited for.
+        offset: u64,
+    },
+}
+
+/// Why the controller refused an AlterPartition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsrRefusal {
+    /// The leader epoch in the request is not the partition's.
+    FencedLeaderEpoch,
+    /// The partition epoch in the request is not the partition's (refresh and retry).
+    StalePartitionEpoch,
+    /// The requester is not the partition leader.
+    NotLeader,
+    /// A replica to add is fenced or unregistered.
+    IneligibleReplica,
 }
 
 /// Result alias for the broker.
@@ -243,8 +286,21 @@ pub fn error_code(err: &BrokerError) -> ResponseError {
             // it is mapped here.
             _ => ResponseError::UnknownServerError,
         },
+        BrokerError::StaleBrokerEpoch(_) => ResponseError::StaleBrokerEpoch,
+        BrokerError::LeaderNotAvailable { .. } => ResponseError::LeaderNotAvailable,
+        BrokerError::IsrChangeRefused { reason, .. } => match reason {
+            IsrRefusal::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+            IsrRefusal::StalePartitionEpoch => ResponseError::InvalidUpdateVersion,
+            IsrRefusal::NotLeader => ResponseError::NotLeaderOrFollower,
+            IsrRefusal::IneligibleReplica => ResponseError::IneligibleReplica,
+        },
+        // Kafka answers an admin request whose controller round trip timed out with
+        // REQUEST_TIMED_OUT (retriable).
+        BrokerError::Controller(gregor_controller::client::ClientError::Unavailable { .. })
+        | BrokerError::MetadataLag { .. } => ResponseError::RequestTimedOut,
         BrokerError::ClusterIdMismatch { .. } => ResponseError::InconsistentClusterId,
-        BrokerError::MetadataStore(_)
+        BrokerError::Controller(_)
+        | BrokerError::MetadataStore(_)
         | BrokerError::Replication(_)
         | BrokerError::ProducerIds(_)
         | BrokerError::Config(_)

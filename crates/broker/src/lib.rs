@@ -1,4 +1,4 @@
-//! `gregor-broker`: a single-node broker that speaks the Kafka wire protocol, so unmodified Kafka
+//! `gregor-broker`: a broker that speaks the Kafka wire protocol, so unmodified Kafka
 //! clients (librdkafka/kcat, confluent-kafka, kafka-python, ...) can produce, consume and manage
 //! topics.
 //!
@@ -10,8 +10,9 @@
 //! - [`handlers`]: one module per Kafka API, each declaring the versions it serves. The registry
 //!   in [`handlers`] generates the ApiVersions list, body decoding and dispatch from one table.
 //!   [`handlers::decode_frame`] is the whole untrusted-input decode path (fuzzed).
-//! - [`broker`]: the state shared by all connections: topics (ids, partition counts, config
-//!   overrides), one storage log per partition with its replica state, and per partition a
+//! - [`broker`]: the state shared by all connections: the metadata image (the controller's, or
+//!   a single node's synthesized one), topics (ids, partition counts, config overrides), one
+//!   storage log per local partition with its replica state, and per partition a
 //!   high-watermark watch (wakes fetch long-polls and acks=all waits) and a log-end watch
 //!   (wakes replica fetches).
 //! - [`replica`]: the replication data plane: each partition's replica state machine (leader /
@@ -26,10 +27,13 @@
 //! - [`group`]: consumer groups: the classic protocol as a pure state machine per group, the
 //!   coordinator that drives it (long-polled JoinGroup/SyncGroup, per-group timer tasks) and
 //!   the `__consumer_offsets` records it persists and replays at startup.
-//! - [`metadata_store`]: the persistence seam for cluster metadata (a checksummed file written
-//!   atomically today; a Raft controller later).
-//! - [`producer_ids`]: the producer-id allocation seam for InitProducerId (blocks of 1000 in a
-//!   checksummed file today; the controller's `AllocateProducerIds` later).
+//! - [`quorum`]: the broker's link to the controller quorum: registration, heartbeats, the
+//!   metadata stream applied to a local image and reconciled into logs and partition
+//!   assignments, admin forwarding, controller-allocated producer ids. What `gregor server` runs.
+//! - [`metadata_store`]: the single-node seam without a controller ([`Broker::open`], used by
+//!   this crate's tests, the interop harness and the benchmarks): a checksummed metadata file.
+//! - [`producer_ids`]: the producer-id allocation seam for InitProducerId (blocks of 1000 from
+//!   the controller in a cluster, [`quorum::ControllerProducerIds`]; a checksummed file alone).
 //! - [`topic_config`]: the supported per-topic configs and their validation.
 //! - [`config`]: [`BrokerConfig`] with Kafka's property names and defaults, layered
 //!   (defaults < TOML < `GREGOR_*` env < CLI overrides) and validated once.
@@ -46,6 +50,7 @@ pub mod group;
 pub mod handlers;
 pub mod metadata_store;
 pub mod producer_ids;
+pub mod quorum;
 pub mod replica;
 pub mod server;
 pub mod topic_config;

@@ -1,7 +1,9 @@
 //! Where the single node keeps its cluster metadata (cluster id, topics, topic ids, partition
 //! counts, per-topic config overrides).
 //!
-//! This is the seam a Raft controller replaces later: the broker only calls
+//! Only the single-node seam without a controller uses it ([`crate::Broker::open`]: this crate's
+//! tests, the interop harness, benchmarks); `gregor server` takes its metadata from the
+//! controller quorum ([`crate::quorum`]). The broker only calls
 //! [`MetadataStore::load`] at startup and [`MetadataStore::save`] after each change, with the
 //! whole (small) state. [`FileMetadataStore`] writes it as one file:
 //!

@@ -1,9 +1,10 @@
 //! Producer ids for InitProducerId, handed out from blocks like Kafka's `ProducerIdManager`.
 //!
-//! [`ProducerIdAllocator`] is the seam: today [`LocalProducerIdAllocator`] reserves blocks of
-//! [`BLOCK_SIZE`] ids in a small file in the data directory; when brokers join the controller
-//! quorum a controller-backed allocator (the controller's `Command::AllocateProducerIds`)
-//! replaces it, and the broker code above the trait does not change.
+//! [`ProducerIdAllocator`] is the seam: in a cluster
+//! [`ControllerProducerIds`](crate::quorum::ControllerProducerIds) takes blocks of
+//! [`BLOCK_SIZE`] from the controller (`AllocateProducerIds`, KIP-730); the single-node seam
+//! without a controller uses [`LocalProducerIdAllocator`], which reserves blocks in a small file
+//! in the data directory. The broker code above the trait does not change.
 //!
 //! The file records the first id of the *next* block and is rewritten (durably) before any id of
 //! a new block is handed out, so ids never repeat across restarts; a crash wastes at most the
@@ -65,6 +66,9 @@ pub enum ProducerIdError {
     /// Every non-negative i64 has been handed out.
     #[error("producer ids exhausted")]
     Exhausted,
+    /// The controller did not hand out a block.
+    #[error("controller: {0}")]
+    Controller(String),
 }
 
 /// Hands out producer ids that are never reused.

@@ -1,19 +1,33 @@
 //! `gregor server`: run one node until SIGINT/SIGTERM.
 //!
 //! `process.roles` (flag `--process-roles`, key `process.roles`, env `GREGOR_PROCESS_ROLES`)
-//! picks what runs: `broker` (the default: the single-node Kafka broker, exactly as before),
-//! `controller` (a controller-quorum voter only) or `broker,controller` (both in one process on
-//! separate ports; the broker still keeps its own file-based metadata for now). The controller's
-//! settings are layered by `gregor_controller::ControllerConfig`, the broker's by
-//! `BrokerConfig`; a shared config file may hold both, each side skipping the other's keys.
+//! picks what runs: `broker,controller` (the default), `broker` or `controller`.
+//!
+//! * **Default: a single-voter combined node.** With `controller.quorum.voters` unset the node
+//!   is the quorum's only voter: its controller binds `controller.listener` (default
+//!   `127.0.0.1:0`), the Raft store lives in `metadata.log.dir` (default `<log.dirs>/metadata`,
+//!   a directory the log manager does not take for a partition) and the cluster id is made up
+//!   on first start. The broker registers with it like any other broker.
+//! * A broker (alone or combined) registers with the quorum (`gregor_broker::quorum`), binds
+//!   `replication.listener` and advertises the bound address, follows the metadata stream, and
+//!   serves Kafka once it caught up and was unfenced. A broker-only process needs
+//!   `controller.quorum.voters`.
+//!
+//! Configuration ([`NodeConfig`]): one load for the whole process. Each layer (defaults < TOML
+//! file < `GREGOR_*` env < flags / `--override`) is read once; the broker's keys go to
+//! `BrokerConfig`, the controller's to `ControllerConfig` (each skipping the other's keys, unknown
+//! keys are errors), each is validated, then the cross-role defaults are filled in.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use gregor_broker::{Broker, BrokerConfig};
+use gregor_broker::BrokerConfig;
+use gregor_broker::quorum::QuorumConfig;
 use gregor_controller::ControllerConfig;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,16 +52,19 @@ pub(crate) struct ServerArgs {
     /// `log.dirs`: where partition data and metadata live.
     #[arg(long)]
     log_dirs: Option<String>,
-    /// `process.roles`: `broker` (default), `controller`, or `broker,controller`.
+    /// `process.roles`: `broker,controller` (default), `broker` or `controller`.
     #[arg(long)]
     process_roles: Option<String>,
-    /// `controller.quorum.voters`: `id@host:port,...`, e.g. `1@127.0.0.1:9093`.
+    /// `controller.quorum.voters`: `id@host:port,...`, e.g. `1@127.0.0.1:9093` (default: this
+    /// node is the only voter).
     #[arg(long)]
     controller_quorum_voters: Option<String>,
-    /// `controller.listener`: the controller's bind address (default: its voter address).
+    /// `controller.listener`: the controller's bind address (default: its voter address, or
+    /// 127.0.0.1:0 for a sole voter).
     #[arg(long)]
     controller_listener: Option<String>,
-    /// `metadata.log.dir`: the controller's Raft store and meta.properties.
+    /// `metadata.log.dir`: the controller's Raft store and meta.properties (default
+    /// `<log.dirs>/metadata`).
     #[arg(long)]
     metadata_log_dir: Option<String>,
     /// `cluster.id`: needed to format a fresh multi-voter quorum (the same on every voter).
@@ -86,6 +103,38 @@ impl ServerArgs {
     }
 }
 
+/// The whole configuration of one process: the broker's and the controller's settings, each
+/// with Kafka's names, loaded from the same layers and validated once.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeConfig {
+    /// The broker's settings (used when `process.roles` has `broker`).
+    pub broker: BrokerConfig,
+    /// The controller's settings, plus `process.roles` and the quorum address list.
+    pub controller: ControllerConfig,
+}
+
+impl NodeConfig {
+    /// Loads both roles' settings from the same layers and fills in the cross-role defaults
+    /// (`metadata.log.dir` = `<log.dirs>/metadata`).
+    pub fn load(
+        file: Option<&std::path::Path>,
+        env: &HashMap<String, String>,
+        overrides: &[(String, String)],
+    ) -> anyhow::Result<Self> {
+        let mut controller =
+            ControllerConfig::load(file, env, overrides, gregor_broker::config::KEYS)?;
+        let broker = broker_config(file, env, overrides)?;
+        if controller.metadata_log_dir.is_none() {
+            controller.metadata_log_dir = Some(broker.log_dir.join(METADATA_DIR));
+        }
+        Ok(NodeConfig { broker, controller })
+    }
+}
+
+/// The default metadata directory's name inside `log.dirs`: no `-<number>` suffix, so the log
+/// manager never takes it for a partition (`TopicPartition::from_dir_name`).
+const METADATA_DIR: &str = "metadata";
+
 pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => Some(path.clone()),
@@ -97,31 +146,23 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
         }
     };
     let env: HashMap<String, String> = std::env::vars().collect();
-    let overrides = args.overrides();
-    let roles = ControllerConfig::load(
-        file.as_deref(),
-        &env,
-        &overrides,
-        gregor_broker::config::KEYS,
-    )?;
+    let config = NodeConfig::load(file.as_deref(), &env, &args.overrides())?;
     let shutdown = CancellationToken::new();
     let signals = tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let result = serve(&roles, file.as_deref(), &env, &overrides, &shutdown).await;
+    let result = serve(config, &shutdown).await;
     signals.abort();
     result
 }
 
 /// Starts the controller role (if configured), then serves the broker role (if configured)
-/// until `shutdown`; then stops the controller.
-async fn serve(
-    roles: &ControllerConfig,
-    file: Option<&std::path::Path>,
-    env: &HashMap<String, String>,
-    overrides: &[(String, String)],
-    shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+/// until `shutdown`; then stops the broker (controlled shutdown first) and the controller last,
+/// so the broker's last heartbeat still finds it.
+async fn serve(config: NodeConfig, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let roles = &config.controller;
+    // Its own token: the controller outlives the broker's controlled shutdown.
+    let controller_stop = CancellationToken::new();
     let controller = if roles.process_roles.controller {
-        let node = gregor_controller::config::start(roles, shutdown.clone())
+        let node = gregor_controller::config::start(roles, controller_stop.clone())
             .await
             .context("start the controller")?;
         println!(
@@ -130,19 +171,37 @@ async fn serve(
             node.local_addr(),
             node.id(),
             node.cluster_id(),
-            roles.metadata_log_dir.display()
+            roles.metadata_dir()?.display()
         );
         Some(node)
     } else {
         None
     };
     let result = if roles.process_roles.broker {
-        run_broker(file, env, overrides, shutdown.clone()).await
+        let voters: Vec<String> = if roles.quorum_voters.is_empty() {
+            controller
+                .iter()
+                .map(|n| n.local_addr().to_string())
+                .collect()
+        } else {
+            roles.quorum_voters.values().cloned().collect()
+        };
+        let quorum = QuorumConfig {
+            voters,
+            cluster_id: controller
+                .as_ref()
+                .map(|n| n.cluster_id().to_string())
+                .or_else(|| roles.cluster_id.as_ref().map(|c| c.to_string())),
+            heartbeat_interval: Duration::from_millis(roles.broker_heartbeat_interval_ms),
+            rack: None,
+        };
+        run_broker(config.broker.clone(), quorum, shutdown.clone()).await
     } else {
         shutdown.cancelled().await;
         Ok(())
     };
     shutdown.cancel();
+    controller_stop.cancel();
     if let Some(node) = controller {
         node.shutdown().await.context("stop the controller")?;
     }
@@ -190,29 +249,62 @@ fn broker_config(
 }
 
 async fn run_broker(
-    file: Option<&std::path::Path>,
-    env: &HashMap<String, String>,
-    overrides: &[(String, String)],
+    config: BrokerConfig,
+    quorum: QuorumConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let config = broker_config(file, env, overrides)?;
     let bind = config.listener.bind_addr();
     let listener = TcpListener::bind(&bind)
         .await
         .with_context(|| format!("bind the Kafka listener on {bind}"))?;
     let bound = listener.local_addr()?;
-    let broker = Arc::new(
-        tokio::task::spawn_blocking(move || Broker::open(config, bound))
-            .await
-            .context("open the broker")??,
-    );
+    let replication_bind = config.replication_listener.bind_addr();
+    let replication_listener = TcpListener::bind(&replication_bind)
+        .await
+        .with_context(|| format!("bind the replication listener on {replication_bind}"))?;
+    let replication: SocketAddr = replication_listener.local_addr()?;
+    let member = gregor_broker::quorum::start(config, quorum, bound, replication, shutdown.clone())
+        .await
+        .context("join the controller quorum")?;
+    let broker = Arc::clone(&member.broker);
+    // Replication and the Kafka listener stop in that order: `gregor_broker::run` closes the logs
+    // when it returns, and fetchers must not append to closed logs.
+    let replication_stop = CancellationToken::new();
+    let kafka_stop = CancellationToken::new();
+    let mut replicating = tokio::spawn(gregor_broker::replica::serve(
+        replication_listener,
+        Arc::clone(&broker),
+        replication_stop.clone(),
+    ));
     println!(
-        "gregor {} serving Kafka on {bound} (advertised {}), data in {}",
+        "gregor {} serving Kafka on {bound} (advertised {}, replication {replication}, broker {}), data in {}",
         env!("CARGO_PKG_VERSION"),
         broker.advertised().bind_addr(),
+        broker.config().node_id,
         broker.config().log_dir.display()
     );
-    gregor_broker::run(listener, broker, shutdown).await?;
+    let serving = gregor_broker::run(listener, broker, kafka_stop.clone());
+    tokio::pin!(serving);
+    let (served, replicated) = tokio::select! {
+        served = &mut serving => {
+            // The Kafka listener failed on its own: stop replication too.
+            replication_stop.cancel();
+            (served, replicating.await)
+        }
+        replicated = &mut replicating => {
+            kafka_stop.cancel();
+            (serving.await, replicated)
+        }
+        () = shutdown.cancelled() => {
+            replication_stop.cancel();
+            let replicated = replicating.await;
+            kafka_stop.cancel();
+            (serving.await, replicated)
+        }
+    };
+    member.shutdown().await;
+    served?;
+    replicated.context("the replication task panicked")??;
     Ok(())
 }
 

@@ -154,3 +154,54 @@ fn a_session_with_the_gregor_binary() {
     );
     assert!(text.contains(" ok"), "{text}");
 }
+
+/// The default node (broker and sole controller voter) keeps its topics, data and cluster id
+/// across a restart: the broker re-registers, replays the metadata stream and reopens the logs
+/// it finds on disk instead of deleting them.
+#[test]
+fn the_default_node_keeps_topics_and_data_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let b = server.bootstrap.clone();
+    let out = gregor(&["topic", "create", "kept", "--partitions", "2"], &b, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = gregor(
+        &["produce", "kept", "--partition", "1"],
+        &b,
+        Some("one\ntwo\n"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = stdout(&gregor(&["topic", "describe", "kept"], &b, None));
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(dir.path().join("metadata").join("meta.properties").exists());
+
+    let server = Server::start(dir.path(), &[]);
+    let b = server.bootstrap.clone();
+    let out = gregor(&["topic", "describe", "kept"], &b, None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = stdout(&out);
+    // Same topic id, same partitions, led by the restarted broker.
+    assert_eq!(
+        before.lines().next().unwrap(),
+        after.lines().next().unwrap(),
+        "{before}\n{after}"
+    );
+    assert_eq!(after.matches("Leader: 1\t").count(), 2, "{after}");
+    let out = gregor(
+        &[
+            "consume",
+            "kept",
+            "--partition",
+            "1",
+            "--offset",
+            "0",
+            "--max-messages",
+            "2",
+        ],
+        &b,
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), vec!["one", "two"]);
+}

@@ -12,10 +12,10 @@
 //! | key | default | meaning |
 //! |---|---|---|
 //! | `node.id` | 1 | this node's id; a controller must be one of the voters |
-//! | `process.roles` | `broker` | `broker`, `controller` or `broker,controller` |
-//! | `controller.quorum.voters` | `1@127.0.0.1:9093` | the static voter set, `id@host:port,...`; the addresses peers and tools connect to |
-//! | `controller.listener` | this node's voter address | the controller's bind address, `host:port` or `CONTROLLER://host:port` |
-//! | `metadata.log.dir` | `/tmp/gregor-metadata` | `meta.properties` and the Raft store |
+//! | `process.roles` | `broker,controller` | `broker`, `controller` or `broker,controller` |
+//! | `controller.quorum.voters` | unset: this node alone | the static voter set, `id@host:port,...`; the addresses peers, brokers and tools connect to. Unset, the node is the only voter and uses its bound controller address; a broker-only process must set it |
+//! | `controller.listener` | this node's voter address; `127.0.0.1:0` when the voters are unset | the controller's bind address, `host:port` or `CONTROLLER://host:port` |
+//! | `metadata.log.dir` | `<log.dirs>/metadata` (filled in by the process, which knows `log.dirs`) | `meta.properties` and the Raft store |
 //! | `cluster.id` | none | required to format a fresh multi-voter quorum; checked against `meta.properties` |
 //! | `broker.heartbeat.interval.ms` | 200 | how often brokers heartbeat |
 //! | `broker.session.timeout.ms` | 900 | a broker silent this long is fenced |
@@ -70,14 +70,17 @@ impl ProcessRoles {
 pub struct ControllerConfig {
     /// `node.id` (default 1).
     pub node_id: NodeId,
-    /// `process.roles` (default `broker`).
+    /// `process.roles` (default `broker,controller`).
     pub process_roles: ProcessRoles,
-    /// `controller.quorum.voters` (default `1@127.0.0.1:9093`): id → `host:port`.
+    /// `controller.quorum.voters`: id → `host:port`. Empty (the default) means "unset": this
+    /// node is the only voter, at the address its controller listener binds.
     pub quorum_voters: BTreeMap<NodeId, String>,
-    /// `controller.listener`: bind address (default: this node's voter address).
+    /// `controller.listener`: bind address (default: this node's voter address, or
+    /// [`SINGLE_VOTER_LISTENER`] when the voters are unset).
     pub listener: Option<String>,
-    /// `metadata.log.dir` (default `/tmp/gregor-metadata`).
-    pub metadata_log_dir: PathBuf,
+    /// `metadata.log.dir` (default: `<log.dirs>/metadata`, set by the process that knows
+    /// `log.dirs`; [`start`] refuses to run without one).
+    pub metadata_log_dir: Option<PathBuf>,
     /// `cluster.id` (no default; see [`resolve_cluster_id`]).
     pub cluster_id: Option<ClusterId>,
     /// `broker.heartbeat.interval.ms` (default 200).
@@ -92,17 +95,21 @@ impl Default for ControllerConfig {
             node_id: 1,
             process_roles: ProcessRoles {
                 broker: true,
-                controller: false,
+                controller: true,
             },
-            quorum_voters: BTreeMap::from([(1, "127.0.0.1:9093".to_owned())]),
+            quorum_voters: BTreeMap::new(),
             listener: None,
-            metadata_log_dir: PathBuf::from("/tmp/gregor-metadata"),
+            metadata_log_dir: None,
             cluster_id: None,
             broker_heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             broker_session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
         }
     }
 }
+
+/// The controller's bind address when `controller.quorum.voters` is unset: loopback, any free
+/// port (the single voter's address is whatever it bound).
+pub const SINGLE_VOTER_LISTENER: &str = "127.0.0.1:0";
 
 /// Every key this configuration accepts.
 pub const KEYS: &[&str] = &[
@@ -204,7 +211,7 @@ impl ControllerConfig {
                 self.listener =
                     Some(parse_host_port(value).map_err(|r| bad_value(key, value, origin, r))?);
             }
-            "metadata.log.dir" => self.metadata_log_dir = PathBuf::from(value.trim()),
+            "metadata.log.dir" => self.metadata_log_dir = Some(PathBuf::from(value.trim())),
             "cluster.id" => {
                 self.cluster_id = Some(
                     ClusterId::new(value.trim())
@@ -247,9 +254,15 @@ impl ControllerConfig {
             );
         }
         if !self.process_roles.controller {
+            if self.quorum_voters.is_empty() {
+                return invalid(
+                    "controller.quorum.voters",
+                    "a broker-only process must name the controller quorum".into(),
+                );
+            }
             return Ok(());
         }
-        if !self.quorum_voters.contains_key(&self.node_id) {
+        if !self.quorum_voters.is_empty() && !self.quorum_voters.contains_key(&self.node_id) {
             return invalid(
                 "controller.quorum.voters",
                 format!(
@@ -259,23 +272,36 @@ impl ControllerConfig {
                 ),
             );
         }
-        if self.metadata_log_dir.as_os_str().is_empty() {
+        if self
+            .metadata_log_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
             return invalid("metadata.log.dir", "must not be empty".into());
         }
         Ok(())
     }
 
-    /// The address the controller binds: `controller.listener`, else its own voter address.
+    /// The address the controller binds: `controller.listener`, else its own voter address,
+    /// else (voters unset) [`SINGLE_VOTER_LISTENER`].
     pub fn bind_address(&self) -> &str {
         self.listener
             .as_deref()
             .or_else(|| self.quorum_voters.get(&self.node_id).map(String::as_str))
-            .unwrap_or("127.0.0.1:9093")
+            .unwrap_or(SINGLE_VOTER_LISTENER)
     }
 
-    /// Whether this node bootstraps the quorum: the lowest voter id (see [`start`]).
+    /// Whether this node bootstraps the quorum: the lowest voter id, or the single voter when
+    /// the voters are unset (see [`start`]).
     pub fn is_bootstrap_voter(&self) -> bool {
-        self.quorum_voters.keys().next() == Some(&self.node_id)
+        self.quorum_voters.is_empty() || self.quorum_voters.keys().next() == Some(&self.node_id)
+    }
+
+    /// The metadata directory, or an error when the process did not set one.
+    pub fn metadata_dir(&self) -> Result<&Path, ControllerError> {
+        self.metadata_log_dir
+            .as_deref()
+            .ok_or_else(|| ControllerError::InvalidConfig("metadata.log.dir is not set".into()))
     }
 }
 
@@ -288,10 +314,8 @@ impl ControllerConfig {
 /// 4. else an error: the voters of a fresh multi-voter quorum must agree on one id, so it has
 ///    to be configured (like `kafka-storage format --cluster-id`).
 pub fn resolve_cluster_id(config: &ControllerConfig) -> Result<ClusterId, ControllerError> {
-    match (
-        read_cluster_id(&config.metadata_log_dir)?,
-        &config.cluster_id,
-    ) {
+    let dir = config.metadata_dir()?;
+    match (read_cluster_id(dir)?, &config.cluster_id) {
         (Some(found), Some(configured)) if &found != configured => {
             Err(ControllerError::ClusterIdMismatch {
                 expected: configured.to_string(),
@@ -300,11 +324,11 @@ pub fn resolve_cluster_id(config: &ControllerConfig) -> Result<ClusterId, Contro
         }
         (Some(found), _) => Ok(found),
         (None, Some(configured)) => Ok(configured.clone()),
-        (None, None) if config.quorum_voters.len() == 1 => Ok(ClusterId::random()),
+        (None, None) if config.quorum_voters.len() <= 1 => Ok(ClusterId::random()),
         (None, None) => Err(ControllerError::InvalidConfig(format!(
             "{} is not formatted and cluster.id is not set: a fresh quorum of {} voters needs the \
              same cluster.id on every voter",
-            config.metadata_log_dir.display(),
+            dir.display(),
             config.quorum_voters.len()
         ))),
     }
@@ -332,14 +356,23 @@ pub async fn start(
     let listener = TcpListener::bind(&bind)
         .await
         .map_err(|e| ControllerError::io(format!("binding the controller listener {bind}"), e))?;
+    // Voters unset: this node alone, at the address it actually bound.
+    let voters = if config.quorum_voters.is_empty() {
+        let bound = listener
+            .local_addr()
+            .map_err(|e| ControllerError::io("reading the controller listener address", e))?;
+        BTreeMap::from([(config.node_id, bound.to_string())])
+    } else {
+        config.quorum_voters.clone()
+    };
     let node_config = NodeConfig {
         broker_session_timeout_ms: config.broker_session_timeout_ms,
         initialize: config.is_bootstrap_voter(),
         ..NodeConfig::new(
             config.node_id,
             cluster_id,
-            config.metadata_log_dir.clone(),
-            config.quorum_voters.clone(),
+            config.metadata_dir()?.to_path_buf(),
+            voters,
         )
     };
     ControllerNode::start(node_config, listener, shutdown).await
@@ -379,12 +412,26 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_a_broker_only_single_node() {
+    fn defaults_are_a_combined_single_voter_node() {
         let c = ControllerConfig::load(None, &env(&[]), &[], &[]).unwrap();
         assert_eq!(c, ControllerConfig::default());
-        assert!(c.process_roles.broker && !c.process_roles.controller);
-        assert_eq!(c.bind_address(), "127.0.0.1:9093");
+        assert!(c.process_roles.broker && c.process_roles.controller);
+        assert!(c.quorum_voters.is_empty());
+        assert_eq!(c.bind_address(), SINGLE_VOTER_LISTENER);
         assert!(c.is_bootstrap_voter());
+        assert!(
+            c.metadata_dir().is_err(),
+            "the process fills it in from log.dirs"
+        );
+        // A broker-only process must be told where the quorum is.
+        let broker_only = kv(&[("process.roles", "broker")]);
+        assert!(matches!(
+            ControllerConfig::load(None, &env(&[]), &broker_only, &[]),
+            Err(ConfigError::Invalid {
+                key: "controller.quorum.voters",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -414,7 +461,7 @@ mod tests {
         assert_eq!(c.quorum_voters.len(), 2);
         assert_eq!(c.quorum_voters[&2], "127.0.0.1:19094");
         assert_eq!(c.broker_session_timeout_ms, 3000);
-        assert_eq!(c.metadata_log_dir, PathBuf::from("/cli/meta"));
+        assert_eq!(c.metadata_log_dir, Some(PathBuf::from("/cli/meta")));
         assert_eq!(c.bind_address(), "127.0.0.1:29094");
         assert!(!c.is_bootstrap_voter());
     }
@@ -442,7 +489,11 @@ mod tests {
             );
         }
         assert!(matches!(
-            load(&[("process.roles", "controller"), ("node.id", "4")]),
+            load(&[
+                ("process.roles", "controller"),
+                ("node.id", "4"),
+                ("controller.quorum.voters", "1@h:1")
+            ]),
             Err(ConfigError::Invalid {
                 key: "controller.quorum.voters",
                 ..
@@ -456,14 +507,21 @@ mod tests {
             })
         ));
         // A broker-only node need not be a voter.
-        assert!(load(&[("node.id", "4")]).is_ok());
+        assert!(
+            load(&[
+                ("node.id", "4"),
+                ("process.roles", "broker"),
+                ("controller.quorum.voters", "1@h:1")
+            ])
+            .is_ok()
+        );
     }
 
     #[test]
     fn cluster_id_comes_from_the_directory_then_the_config() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = ControllerConfig {
-            metadata_log_dir: dir.path().to_path_buf(),
+            metadata_log_dir: Some(dir.path().to_path_buf()),
             quorum_voters: parse_voters("1@h:1,2@h:2,3@h:3").unwrap(),
             ..ControllerConfig::default()
         };
@@ -485,7 +543,7 @@ mod tests {
         // A fresh single voter may make one up.
         let fresh = tempfile::tempdir().unwrap();
         let single = ControllerConfig {
-            metadata_log_dir: fresh.path().to_path_buf(),
+            metadata_log_dir: Some(fresh.path().to_path_buf()),
             ..ControllerConfig::default()
         };
         assert!(resolve_cluster_id(&single).is_ok());

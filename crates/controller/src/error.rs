@@ -88,6 +88,41 @@ impl ControllerError {
 /// Metadata key carrying the leader's address on a `NotLeader` status.
 pub const LEADER_HINT_KEY: &str = "x-gregor-leader";
 
+/// Metadata key carrying a stable, machine-readable kind of a refusal (see [`error_kind`]), so
+/// clients (brokers mapping to Kafka error codes) need not parse messages.
+pub const ERROR_KIND_KEY: &str = "x-gregor-error";
+
+/// The stable kind name of an error, sent in [`ERROR_KIND_KEY`]. `None` for errors whose gRPC
+/// code says everything (unavailable, internal).
+pub fn error_kind(e: &ControllerError) -> Option<&'static str> {
+    Some(match e {
+        ControllerError::ClusterIdMismatch { .. } => "cluster-id-mismatch",
+        ControllerError::Rejected(r) => match r {
+            Rejection::TopicExists(_) | Rejection::TopicIdInUse(_) => "topic-exists",
+            Rejection::UnknownBroker(_) => "unknown-broker",
+            Rejection::UnknownTopic(_) | Rejection::UnknownPartition { .. } => "unknown-topic",
+            Rejection::StaleBrokerEpoch { .. } => "stale-broker-epoch",
+            Rejection::StalePartitionEpoch { .. } => "stale-partition-epoch",
+            Rejection::FencedLeaderEpoch { .. } => "fenced-leader-epoch",
+            Rejection::NotLeader(_) => "not-leader",
+            Rejection::IneligibleReplica(_) => "ineligible-replica",
+            Rejection::Invalid(_) => "invalid-request",
+        },
+        ControllerError::Plan(p) => match p {
+            PlanError::TopicExists(_) => "topic-exists",
+            PlanError::UnknownTopic(_) => "unknown-topic",
+            PlanError::UnknownBroker(_) => "unknown-broker",
+            PlanError::StaleBrokerEpoch { .. } => "stale-broker-epoch",
+            PlanError::InvalidReplicationFactor { .. } => "invalid-replication-factor",
+            PlanError::InvalidPartitions(_) => "invalid-partitions",
+            PlanError::InvalidTopicName(_) => "invalid-topic",
+            PlanError::InvalidRequest(_) => "invalid-request",
+        },
+        ControllerError::Payload(_) | ControllerError::Decode(_) => "invalid-request",
+        _ => return None,
+    })
+}
+
 /// The one place where controller errors become gRPC statuses.
 pub fn to_status(e: &ControllerError) -> tonic::Status {
     use tonic::Code;
@@ -125,6 +160,12 @@ pub fn to_status(e: &ControllerError) -> tonic::Status {
         | ControllerError::Raft(_) => Code::Internal,
     };
     let mut status = tonic::Status::new(code, e.to_string());
+    if let Some(kind) = error_kind(e) {
+        status.metadata_mut().insert(
+            ERROR_KIND_KEY,
+            tonic::metadata::MetadataValue::from_static(kind),
+        );
+    }
     if let ControllerError::NotLeader {
         leader: Some((_, addr)),
     } = e
@@ -173,6 +214,49 @@ mod tests {
         for (e, code) in cases {
             assert_eq!(to_status(&e).code(), code, "{e}");
         }
+    }
+
+    #[test]
+    fn refusals_carry_a_stable_kind() {
+        let kind = |e: ControllerError| {
+            to_status(&e)
+                .metadata()
+                .get(ERROR_KIND_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            kind(
+                PlanError::InvalidReplicationFactor {
+                    replication_factor: 3,
+                    active: 1
+                }
+                .into()
+            )
+            .as_deref(),
+            Some("invalid-replication-factor")
+        );
+        assert_eq!(
+            kind(PlanError::InvalidPartitions(0).into()).as_deref(),
+            Some("invalid-partitions")
+        );
+        assert_eq!(
+            kind(Rejection::TopicExists("t".into()).into()).as_deref(),
+            Some("topic-exists")
+        );
+        assert_eq!(
+            kind(
+                Rejection::StaleBrokerEpoch {
+                    broker_id: 1,
+                    current: 2,
+                    got: 1
+                }
+                .into()
+            )
+            .as_deref(),
+            Some("stale-broker-epoch")
+        );
+        assert_eq!(kind(ControllerError::NotLeader { leader: None }), None);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   refused.
 //! - [`broker_service`]: the `BrokerLifecycle` gRPC service (register, heartbeat, ordered
 //!   metadata stream with snapshot catch-up) and the leader's planner loop.
+//! - [`client`]: [`client::ControllerClient`], the quorum client brokers and tools use (leader
+//!   hints, bounded retries inside a deadline, cached channels).
 //! - [`admin_service`]: the `ControllerAdmin` gRPC service (describe the quorum; topic,
 //!   partition, config and producer-id writes executed by the leader through the planner).
 //! - [`config`]: the layered [`config::ControllerConfig`] (Kafka property names, as for the broker)
@@ -22,6 +24,7 @@
 
 pub mod admin_service;
 pub mod broker_service;
+pub mod client;
 pub mod cluster_id;
 pub mod config;
 pub mod error;

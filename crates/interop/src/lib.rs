@@ -2,8 +2,10 @@
 //! librdkafka 2.12.1 through the `rdkafka` crate (statically built, a dev-dependency of this
 //! crate only, so no other crate pays its ~90 s clean compile).
 //!
-//! The library part is the shared harness: [`InteropBroker`] runs an in-process Gregor broker on
-//! `127.0.0.1:0` with a fresh temp data dir, on its own small tokio runtime. Tests stay
+//! The library part is the shared harness: [`InteropBroker`] runs an in-process Gregor node as
+//! `gregor server` runs it by default — a controller that is the quorum's only voter and a broker
+//! registered with it (`gregor_broker::quorum`), so topics, leaders and producer ids come from the
+//! controller — on `127.0.0.1:0` with a fresh temp data dir, on its own small tokio runtime. Tests stay
 //! synchronous (librdkafka's consumer API blocks), and async work (rdkafka's `FutureProducer`)
 //! runs through [`InteropBroker::block_on`]. Every wait the harness offers takes a deadline.
 //!
@@ -14,7 +16,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gregor_broker::quorum::{QuorumBroker, QuorumConfig};
 use gregor_broker::{Broker, BrokerConfig};
+use gregor_controller::cluster_id::ClusterId;
+use gregor_controller::node::{ControllerNode, NodeConfig};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +36,9 @@ pub enum HarnessError {
     /// A wait ran past its deadline.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The controller failed to start or stop.
+    #[error("controller: {0}")]
+    Controller(#[from] gregor_controller::error::ControllerError),
 }
 
 /// An in-process broker for interop tests. Dropping it stops the broker and its runtime;
@@ -43,6 +51,9 @@ pub struct InteropBroker {
     pub broker: Arc<Broker>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<gregor_broker::Result<()>>>,
+    member: Option<QuorumBroker>,
+    controller: Option<ControllerNode>,
+    controller_stop: CancellationToken,
     runtime: Option<Runtime>,
     /// The data directory, removed on drop.
     pub dir: tempfile::TempDir,
@@ -74,10 +85,38 @@ impl InteropBroker {
             .thread_name("gregor-interop-broker")
             .enable_all()
             .build()?;
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-        let bound = listener.local_addr()?;
-        let broker = Arc::new(Broker::open(config, bound)?);
         let shutdown = CancellationToken::new();
+        let controller_stop = CancellationToken::new();
+        let metadata_dir = dir.path().join("metadata");
+        let (listener, bound, controller, member) = runtime.block_on(async {
+            let ctl = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let ctl_addr = ctl.local_addr()?.to_string();
+            // `node.id` is validated non-negative.
+            let id = u64::try_from(config.node_id).unwrap_or_default();
+            let node = NodeConfig::new(
+                id,
+                ClusterId::random(),
+                metadata_dir,
+                std::collections::BTreeMap::from([(id, ctl_addr.clone())]),
+            );
+            let controller = ControllerNode::start(node, ctl, controller_stop.clone()).await?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let bound = listener.local_addr()?;
+            let replication = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await?
+                .local_addr()?;
+            let quorum = QuorumConfig {
+                voters: vec![ctl_addr],
+                cluster_id: Some(controller.cluster_id().to_string()),
+                heartbeat_interval: Duration::from_millis(200),
+                rack: None,
+            };
+            let member =
+                gregor_broker::quorum::start(config, quorum, bound, replication, shutdown.clone())
+                    .await?;
+            Ok::<_, HarnessError>((listener, bound, controller, member))
+        })?;
+        let broker = Arc::clone(&member.broker);
         let task = runtime.spawn(gregor_broker::run(
             listener,
             Arc::clone(&broker),
@@ -88,6 +127,9 @@ impl InteropBroker {
             broker,
             shutdown,
             task: Some(task),
+            member: Some(member),
+            controller: Some(controller),
+            controller_stop,
             runtime: Some(runtime),
             dir,
         })
@@ -138,12 +180,20 @@ impl InteropBroker {
             .log_end_offset())
     }
 
-    /// Stops the broker (drains connections, closes the logs) within 20 s.
+    /// Stops the broker (drains connections, closes the logs, controlled shutdown) and then the
+    /// controller, within 20 s each.
     pub fn stop(mut self) -> Result<(), HarnessError> {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             self.block_on(Duration::from_secs(20), task)?
                 .map_err(|e| HarnessError::Io(io::Error::other(e)))??;
+        }
+        if let Some(member) = self.member.take() {
+            self.block_on(Duration::from_secs(20), member.shutdown())?;
+        }
+        self.controller_stop.cancel();
+        if let Some(controller) = self.controller.take() {
+            self.block_on(Duration::from_secs(20), controller.shutdown())??;
         }
         Ok(())
     }
@@ -152,6 +202,7 @@ impl InteropBroker {
 impl Drop for InteropBroker {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        self.controller_stop.cancel();
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(5));
         }

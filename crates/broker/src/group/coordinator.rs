@@ -286,7 +286,8 @@ impl GroupCoordinator {
     }
 
     /// `__consumer_offsets`, created on first use like Kafka's FindCoordinator does, with
-    /// min(`offsets.topic.replication.factor`, live brokers) replicas. Blocking (fsync).
+    /// min(`offsets.topic.replication.factor`, [`Broker::offsets_topic_replication_cap`])
+    /// replicas. Blocking (fsync or a controller round trip).
     pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<Arc<Topic>> {
         if let Some(t) = self.offsets_topic.read().clone() {
             return Ok(t);
@@ -295,8 +296,12 @@ impl GroupCoordinator {
         if let Some(t) = self.offsets_topic.read().clone() {
             return Ok(t);
         }
-        const LIVE_BROKERS: i16 = 1;
-        let rf = self.config.offsets_replication_factor.min(LIVE_BROKERS);
+        // Kafka refuses until enough brokers are alive; Gregor caps the factor (at 1 alone, at
+        // the number of controller voters in a cluster) so a small cluster keeps working.
+        let rf = self
+            .config
+            .offsets_replication_factor
+            .min(broker.offsets_topic_replication_cap());
         // No time or size retention: without compaction in storage yet, deleting old segments
         // would lose the latest offsets of idle groups (Kafka compacts this topic instead).
         let configs = [
@@ -354,10 +359,10 @@ impl GroupCoordinator {
         if let Some(s) = groups.get(group_id) {
             return Ok(Arc::clone(s));
         }
-        let index = records::partition_for(group_id, topic.partitions.len() as i32);
+        let index = records::partition_for(group_id, topic.partition_count);
+        // In a cluster this broker holds only the partitions it is a replica of.
         let partition = topic
-            .partitions
-            .get(index as usize)
+            .local(index)
             .cloned()
             .ok_or(GroupError::CoordinatorNotAvailable)?;
         let slot = self.new_slot(Group::new(group_id, self.config.group), partition);

@@ -19,7 +19,7 @@ pub async fn handle(
     let mut results = Vec::with_capacity(req.topics.len());
     for topic in req.topics {
         let name = topic.name.0.to_string();
-        let current = ctx.broker.topic(&name).map(|t| t.partitions.len() as i32);
+        let current = ctx.broker.topic(&name).map(|t| t.partition_count);
         // Clients send an empty list as often as null for "no manual assignment".
         let assignments = topic.assignments.as_ref().filter(|a| !a.is_empty());
         let check = match (assignments, current) {
@@ -30,6 +30,9 @@ pub async fn handle(
                     topic.count - cur
                 )))
             }
+            (Some(_), _) if ctx.broker.in_cluster() => Err(BrokerError::InvalidReplicaAssignment(
+                "manual replica assignments are not supported in a cluster yet".into(),
+            )),
             (Some(a), _)
                 if a.iter()
                     .any(|x| x.broker_ids.len() != 1 || x.broker_ids[0].0 != node_id) =>

@@ -30,6 +30,11 @@ fn validate(ctx: &RequestContext, topic: &CreatableTopic) -> Result<BTreeMap<Str
                 "both a replica assignment and numPartitions/replicationFactor were given".into(),
             ));
         }
+        if ctx.broker.in_cluster() {
+            return Err(BrokerError::InvalidReplicaAssignment(
+                "manual replica assignments are not supported in a cluster yet".into(),
+            ));
+        }
         for (i, a) in topic.assignments.iter().enumerate() {
             if a.partition_index != i as i32 {
                 return Err(BrokerError::InvalidReplicaAssignment(
@@ -111,7 +116,11 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> Reply<Cre
             Ok(meta) => {
                 result.topic_id = meta.id;
                 result.num_partitions = meta.partitions;
-                result.replication_factor = 1;
+                result.replication_factor = if topic.replication_factor == -1 {
+                    ctx.broker.config().default_replication_factor
+                } else {
+                    topic.replication_factor
+                };
                 result.configs = Some(config_entries(ctx, &meta.configs));
             }
             Err(e) => {

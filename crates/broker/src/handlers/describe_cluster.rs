@@ -1,4 +1,5 @@
-//! DescribeCluster (key 60): the cluster id, controller and the one broker.
+//! DescribeCluster (key 60): the cluster id, the `controller_id` Metadata reports (a live
+//! broker, see [`super::metadata`]) and the live brokers, all from the broker's metadata image.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
@@ -21,7 +22,7 @@ pub async fn handle(
     let broker = &ctx.broker;
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.cluster_id()))
-        .with_controller_id(BrokerId(broker.config().node_id));
+        .with_controller_id(BrokerId(super::metadata::controller_id(&broker.image())));
     if ctx.api_version >= 1 {
         resp.endpoint_type = req.endpoint_type;
         if req.endpoint_type != ENDPOINT_TYPE_BROKERS {
@@ -34,12 +35,15 @@ pub async fn handle(
     if req.include_cluster_authorized_operations {
         resp.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
     }
-    let endpoint = broker.advertised();
-    resp.brokers = vec![
-        DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.config().node_id))
-            .with_host(str_bytes(endpoint.host.clone()))
-            .with_port(endpoint.port as i32),
-    ];
+    resp.brokers = super::metadata::live_brokers(&broker.image())
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(str_bytes))
+        })
+        .collect();
     Reply::Respond(resp)
 }

@@ -1,6 +1,7 @@
 //! Metadata (key 3): brokers, cluster id, topics with ids and partition leadership. Creates
 //! missing topics when the client allows it and `auto.create.topics.enable` is on.
 
+use gregor_controller::metadata::{MetadataImage, TopicImage};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -12,28 +13,86 @@ use super::{
     CLUSTER_AUTHORIZED_OPERATIONS, Reply, RequestContext, TOPIC_AUTHORIZED_OPERATIONS, str_bytes,
     topic_name,
 };
-use crate::broker::{LEADER_EPOCH, Topic};
 use crate::error::{self, BrokerError};
+use crate::quorum::PLAINTEXT;
 
 /// Served versions. v13 (top-level error code only) is left out until a client needs it.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 12 };
 
-/// The response for one existing topic.
-pub(crate) fn topic_entry(node_id: i32, topic: &Topic) -> MetadataResponseTopic {
-    let partitions = (0..topic.partitions.len() as i32)
-        .map(|index| {
-            MetadataResponsePartition::default()
+/// A broker clients may use: registered, unfenced, with a PLAINTEXT endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LiveBroker {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// The unfenced brokers of the image, by id.
+pub(crate) fn live_brokers(image: &MetadataImage) -> Vec<LiveBroker> {
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .filter_map(|b| {
+            let e = b.endpoints.iter().find(|e| e.name == PLAINTEXT)?;
+            Some(LiveBroker {
+                id: b.id,
+                host: e.host.clone(),
+                port: e.port,
+                rack: b.rack.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The `controller_id` brokers report: a live broker, as KRaft brokers do (clients send admin
+/// requests there and the broker forwards them). Gregor picks the lowest live id, so every
+/// broker reports the same one; -1 when none is live.
+pub(crate) fn controller_id(image: &MetadataImage) -> i32 {
+    live_brokers(image).first().map_or(-1, |b| b.id)
+}
+
+/// The response for one existing topic: leaders, epochs, replicas, ISR and offline replicas
+/// (fenced or unregistered) straight from the image.
+pub(crate) fn topic_entry(
+    image: &MetadataImage,
+    name: &str,
+    topic: &TopicImage,
+) -> MetadataResponseTopic {
+    let partitions = topic
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let index = i32::try_from(index).unwrap_or(i32::MAX);
+            let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+            let offline: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|b| !image.is_active(*b))
+                .collect();
+            let entry = MetadataResponsePartition::default()
                 .with_partition_index(index)
-                .with_leader_id(BrokerId(node_id))
-                .with_leader_epoch(LEADER_EPOCH)
-                .with_replica_nodes(vec![BrokerId(node_id)])
-                .with_isr_nodes(vec![BrokerId(node_id)])
+                .with_leader_id(BrokerId(p.leader.unwrap_or(-1)))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline));
+            match p.leader {
+                Some(_) => entry,
+                None => entry.with_error_code(error::code(&BrokerError::LeaderNotAvailable {
+                    topic: name.to_string(),
+                    partition: index,
+                })),
+            }
         })
         .collect();
     MetadataResponseTopic::default()
-        .with_name(Some(topic_name(topic.name.clone())))
+        .with_name(Some(topic_name(name.to_string())))
         .with_topic_id(topic.id)
-        .with_is_internal(topic.name == crate::group::OFFSETS_TOPIC)
+        .with_is_internal(name == crate::group::OFFSETS_TOPIC)
         .with_partitions(partitions)
 }
 
@@ -48,7 +107,6 @@ fn error_entry(name: Option<String>, id: Uuid, err: &BrokerError) -> MetadataRes
 pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> Reply<MetadataResponse> {
     let broker = &ctx.broker;
     let version = ctx.api_version;
-    let node_id = broker.config().node_id;
     // v0 has no way to say "all topics" but an empty list; v1+ uses null for that.
     let requested = match req.topics {
         None => None,
@@ -60,39 +118,67 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> Reply<Metadat
         broker.config().auto_create_topics_enable && (version < 4 || req.allow_auto_topic_creation);
 
     let topics: Vec<MetadataResponseTopic> = match requested {
-        None => broker
-            .topics()
-            .iter()
-            .map(|t| topic_entry(node_id, t))
-            .collect(),
+        None => {
+            let image = broker.image();
+            image
+                .topics
+                .iter()
+                .map(|(name, t)| topic_entry(&image, name, t))
+                .collect()
+        }
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for t in list {
                 let entry = match t.name {
                     Some(name) => {
                         let name = name.0.to_string();
-                        let found = match broker.topic(&name) {
-                            Some(topic) => Ok(topic),
-                            None if auto_create => {
+                        let image = broker.image();
+                        if let Some(topic) = image.topics.get(&name) {
+                            topic_entry(&image, &name, topic)
+                        } else {
+                            let created = if auto_create {
                                 let n = name.clone();
-                                broker.blocking(move |b| b.ensure_topic(&n)).await
+                                broker
+                                    .blocking(move |b| b.ensure_topic(&n))
+                                    .await
+                                    .map(|_| ())
+                            } else {
+                                Err(BrokerError::UnknownTopicOrPartition {
+                                    topic: name.clone(),
+                                    partition: -1,
+                                })
+                            };
+                            // The creation waited for this broker's image to have the topic.
+                            let image = broker.image();
+                            match (created, image.topics.get(&name)) {
+                                (Ok(()), Some(topic)) => topic_entry(&image, &name, topic),
+                                (Ok(()), None) => error_entry(
+                                    Some(name.clone()),
+                                    Uuid::nil(),
+                                    &BrokerError::LeaderNotAvailable {
+                                        topic: name,
+                                        partition: -1,
+                                    },
+                                ),
+                                (Err(e), _) => error_entry(Some(name), Uuid::nil(), &e),
                             }
-                            None => Err(BrokerError::UnknownTopicOrPartition {
-                                topic: name.clone(),
-                                partition: -1,
-                            }),
-                        };
-                        match found {
-                            Ok(topic) => topic_entry(node_id, &topic),
-                            Err(e) => error_entry(Some(name), Uuid::nil(), &e),
                         }
                     }
-                    None => match broker.topic_by_id(t.topic_id) {
-                        Some(topic) => topic_entry(node_id, &topic),
-                        None => {
-                            error_entry(None, t.topic_id, &BrokerError::UnknownTopicId(t.topic_id))
+                    None => {
+                        let image = broker.image();
+                        match image
+                            .topics
+                            .iter()
+                            .find(|(_, topic)| topic.id == t.topic_id)
+                        {
+                            Some((name, topic)) => topic_entry(&image, name, topic),
+                            None => error_entry(
+                                None,
+                                t.topic_id,
+                                &BrokerError::UnknownTopicId(t.topic_id),
+                            ),
                         }
-                    },
+                    }
                 };
                 out.push(entry);
             }
@@ -117,16 +203,21 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> Reply<Metadat
         } else {
             topics
         };
-    let endpoint = broker.advertised();
-    let mut resp = MetadataResponse::default()
-        .with_brokers(vec![
+    let image = broker.image();
+    let brokers = live_brokers(&image)
+        .into_iter()
+        .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(node_id))
-                .with_host(str_bytes(endpoint.host.clone()))
-                .with_port(endpoint.port as i32),
-        ])
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.map(str_bytes))
+        })
+        .collect();
+    let mut resp = MetadataResponse::default()
+        .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(broker.cluster_id())))
-        .with_controller_id(BrokerId(node_id))
+        .with_controller_id(BrokerId(controller_id(&image)))
         .with_topics(topics);
     if (8..=10).contains(&version) && req.include_cluster_authorized_operations {
         resp.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;

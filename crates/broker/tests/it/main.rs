@@ -7,6 +7,7 @@
 
 mod api;
 mod bad_input;
+mod cluster;
 mod common;
 mod decode_fuzz;
 mod fetch;

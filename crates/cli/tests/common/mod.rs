@@ -45,12 +45,21 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let line = rx
-            .recv_timeout(DEADLINE)
-            .expect("server did not report its address");
+        // The controller's line may come first; the broker's says `serving Kafka on`.
+        let deadline = std::time::Instant::now() + DEADLINE;
+        let line = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("server did not report its address");
+            if line.contains("serving Kafka on") {
+                break line;
+            }
+        };
         let addr = line
             .split_whitespace()
-            .skip_while(|w| *w != "on")
+            .skip_while(|w| *w != "Kafka")
+            .skip(1)
             .nth(1)
             .expect("address in the serving line")
             .to_string();
