@@ -178,7 +178,6 @@ async fn replicated_topic(c: &Cluster, topic: &str, min_isr: &str) -> anyhow::Re
 /// Issue #4, test 1 (F2 scaled down): kill -9 the leader five times under a continuous
 /// idempotent acks=all producer; no acknowledged write may be lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs broker replication and broker-controller wiring (issue #4); un-ignore at merge"]
 async fn leader_kill9_five_times_acks_all_loses_nothing() -> anyhow::Result<()> {
     on_cluster(FAST_FENCING, async |c| {
         let topic = "t-leader-kill";
@@ -279,7 +278,6 @@ async fn phase(
 /// three controller voters, so no ISR change can be committed and the leader (correctly, by
 /// KIP-497) keeps its ISR of three; acks=all then times out instead (the second half below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs broker replication and broker-controller wiring (issue #4); un-ignore at merge"]
 async fn isr_below_min_insync_replicas_refuses_acks_all_with_19() -> anyhow::Result<()> {
     on_cluster(FAST_FENCING, async |c| {
         let topic = "t-min-isr";
@@ -356,7 +354,6 @@ async fn isr_below_min_insync_replicas_refuses_acks_all_with_19() -> anyhow::Res
 /// ISR becomes two, and acks=all resumes. The final read and the checker then confirm that
 /// nothing acknowledged was lost and that the indeterminate writes are consistent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs broker replication and broker-controller wiring (issue #4); un-ignore at merge"]
 async fn two_of_three_down_acknowledges_no_acks_all_write() -> anyhow::Result<()> {
     on_cluster(FAST_FENCING, async |c| {
         let topic = "t-two-down";
@@ -440,7 +437,6 @@ async fn two_of_three_down_acknowledges_no_acks_all_write() -> anyhow::Result<()
 ///   default 30 s), so after its session expires the controller elects a follower (clean: it
 ///   is in the ISR) whose log lacks the acknowledged tail. The restarted old leader truncates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs broker replication and broker-controller wiring (issue #4); un-ignore at merge"]
 async fn canary_acks_one_leader_only_writes_are_lost_and_detected() -> anyhow::Result<()> {
     on_cluster(FAST_FENCING, async |c| {
         let topic = "t-canary";
