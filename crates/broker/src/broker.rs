@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::cluster::{ClusterLink, LocalLink, PartitionAssignment};
-use crate::config::{BrokerConfig, Endpoint};
+use crate::config::{BrokerConfig, Endpoint, Listener};
 use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata_store::{ClusterMetadata, FileMetadataStore, MetadataStore, TopicMetadata};
@@ -163,6 +163,8 @@ struct State {
 pub struct Broker {
     config: BrokerConfig,
     advertised: Endpoint,
+    /// What each listener advertises, by listener name (`advertised` is one of them).
+    advertised_by_listener: Vec<Listener>,
     store: Box<dyn MetadataStore>,
     logs: Arc<LogManager>,
     /// Serializes metadata changes so persist-then-publish is atomic with respect to others.
@@ -269,6 +271,7 @@ impl Broker {
             now_ms(),
         )?);
         let advertised = config.advertised_endpoint(bound);
+        let advertised_by_listener = config.advertised_endpoints(bound);
         let groups = GroupCoordinator::new(CoordinatorConfig::from_broker(&config));
         // The controller-backed allocator replaces this one when brokers join the quorum.
         let producer_ids = Box::new(LocalProducerIdAllocator::new(&config.log_dir));
@@ -276,6 +279,7 @@ impl Broker {
         let broker = Broker {
             config,
             advertised,
+            advertised_by_listener,
             store,
             logs,
             admin: Mutex::new(metadata.clone()),
@@ -329,9 +333,25 @@ impl Broker {
         Ok(self.producer_ids.next_id()?)
     }
 
-    /// The endpoint clients are told to connect to.
+    /// The endpoint of the inter-broker listener (the first one unless
+    /// `inter.broker.listener.name` says otherwise).
     pub fn advertised(&self) -> &Endpoint {
         &self.advertised
+    }
+
+    /// What every listener advertises, by name: the endpoints a broker registers.
+    pub fn advertised_listeners(&self) -> &[Listener] {
+        &self.advertised_by_listener
+    }
+
+    /// The endpoint clients that connected through `listener` are told to use (Kafka answers
+    /// Metadata, FindCoordinator and DescribeCluster with the endpoints of the listener the
+    /// request arrived on). An unknown name gets [`Broker::advertised`].
+    pub fn advertised_for(&self, listener: &str) -> &Endpoint {
+        self.advertised_by_listener
+            .iter()
+            .find(|l| l.name == listener)
+            .map_or(&self.advertised, |l| &l.endpoint)
     }
 
     /// The cluster id (persisted with the metadata).

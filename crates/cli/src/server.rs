@@ -29,10 +29,12 @@ pub(crate) struct ServerArgs {
     /// `node.id`.
     #[arg(long)]
     node_id: Option<i32>,
-    /// `listeners`, e.g. `PLAINTEXT://127.0.0.1:9092`.
+    /// `listeners`, e.g. `PLAINTEXT://127.0.0.1:9092`, or several named ones
+    /// (`INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:19092`, with
+    /// `--override listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT`).
     #[arg(long)]
     listeners: Option<String>,
-    /// `advertised.listeners`: the address clients are told to use.
+    /// `advertised.listeners`: the addresses clients are told to use, per listener name.
     #[arg(long)]
     advertised_listeners: Option<String>,
     /// `log.dirs`: where partition data and metadata live.
@@ -196,11 +198,19 @@ async fn run_broker(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = broker_config(file, env, overrides)?;
-    let bind = config.listener.bind_addr();
-    let listener = TcpListener::bind(&bind)
-        .await
-        .with_context(|| format!("bind the Kafka listener on {bind}"))?;
-    let bound = listener.local_addr()?;
+    // Every named listener; the first one's bound address fills in its advertised endpoint.
+    let mut sockets = Vec::new();
+    for l in config.listeners() {
+        let bind = l.endpoint.bind_addr();
+        let socket = TcpListener::bind(&bind)
+            .await
+            .with_context(|| format!("bind the Kafka listener {} on {bind}", l.name))?;
+        sockets.push((l.name.to_string(), socket));
+    }
+    let bound = match sockets.first() {
+        Some((_, s)) => s.local_addr()?,
+        None => anyhow::bail!("no Kafka listener configured"),
+    };
     let broker = Arc::new(
         tokio::task::spawn_blocking(move || Broker::open(config, bound))
             .await
@@ -212,7 +222,14 @@ async fn run_broker(
         broker.advertised().bind_addr(),
         broker.config().log_dir.display()
     );
-    gregor_broker::run(listener, broker, shutdown).await?;
+    for (name, socket) in sockets.iter().skip(1) {
+        println!(
+            "listener {name} on {} (advertised {})",
+            socket.local_addr()?,
+            broker.advertised_for(name).bind_addr()
+        );
+    }
+    gregor_broker::server::run_listeners(sockets, broker, shutdown).await?;
     Ok(())
 }
 

@@ -34,7 +34,7 @@ pub async fn handle(
     if req.include_cluster_authorized_operations {
         resp.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
     }
-    let endpoint = broker.advertised();
+    let endpoint = broker.advertised_for(&ctx.listener);
     resp.brokers = vec![
         DescribeClusterBroker::default()
             .with_broker_id(BrokerId(broker.config().node_id))

@@ -28,7 +28,7 @@ pub async fn handle(
         vec![req.key.to_string()]
     };
     let ready = group::ready(&ctx.broker).await;
-    let endpoint = ctx.broker.advertised();
+    let endpoint = ctx.broker.advertised_for(&ctx.listener);
     let node_id = ctx.broker.config().node_id;
     let coordinators: Vec<Coordinator> = keys
         .into_iter()

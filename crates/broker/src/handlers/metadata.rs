@@ -117,7 +117,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> Reply<Metadat
         } else {
             topics
         };
-    let endpoint = broker.advertised();
+    let endpoint = broker.advertised_for(&ctx.listener);
     let mut resp = MetadataResponse::default()
         .with_brokers(vec![
             MetadataResponseBroker::default()
