@@ -9,6 +9,8 @@
 //! - `group`: `gregor group list|describe|delete|reset-offsets` (kafka-consumer-groups.sh).
 //! - `cluster`: `gregor cluster describe` (the controller quorum and its brokers).
 //! - `perf`: `gregor perf produce|consume` (kafka-producer-perf-test / rdkafka_performance).
+//! - `verify`: `gregor verify`, the durability check (producers, readers, a seeded fault plan on
+//!   a dev or compose cluster, the gregor-verify checker and its §6.6 report).
 //!
 //! Clap types stay in this crate: the library crates take plain values.
 
@@ -20,6 +22,7 @@ mod produce;
 mod server;
 mod tools;
 mod topic;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -55,6 +58,9 @@ enum Command {
     Cluster(cluster::ClusterArgs),
     /// Load generators: produce or consume N records and report throughput and latency.
     Perf(perf::PerfArgs),
+    /// Durability check: produce self-checking records (optionally under a seeded fault plan),
+    /// read them back and report lost, duplicated or reordered records.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -92,6 +98,7 @@ fn main() -> std::process::ExitCode {
             Command::Group(args) => group::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
             Command::Perf(args) => perf::run(args).await,
+            Command::Verify(args) => verify::run(args).await,
         }
     });
     match result {
