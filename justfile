@@ -60,7 +60,7 @@ image:
 # Build the image and start the three nodes; waits until every node is healthy.
 up: image
     {{compose}} up -d
-    tests/compose-wait.sh gregor deploy/compose.yaml 120
+    deploy/compose-wait.sh gregor deploy/compose.yaml 120
 
 # Stop the nodes (SIGTERM, clean shutdown); `just down -v` also deletes their data volumes.
 down *ARGS:
