@@ -51,3 +51,56 @@ fuzz target seconds="60":
 # `gregor cluster describe` against a local controller.
 describe controller="127.0.0.1:9093":
     cargo run --bin gregor -- cluster describe --controller {{controller}}
+
+# ---- docker compose: three nodes of gregor:dev (deploy/compose.yaml, docs/quickstart.md) ----
+# `compose` is Compose v2 (`docker compose`) when installed, else Debian's docker-compose v1.
+compose := `docker compose version >/dev/null 2>&1 && echo "docker compose" || echo "docker-compose"` + " -p gregor -f deploy/compose.yaml"
+bootstrap := "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
+
+# Build the image (host release build + local Debian base image).
+image:
+    deploy/build-image.sh
+
+# Build the image and start the three nodes; waits until every node is healthy.
+up: image
+    {{compose}} up -d
+    deploy/compose-wait.sh gregor deploy/compose.yaml 120
+
+# Stop the nodes (SIGTERM, clean shutdown); `just down -v` also deletes their data volumes.
+down *ARGS:
+    {{compose}} down {{ARGS}}
+
+ps:
+    {{compose}} ps
+
+logs *ARGS:
+    {{compose}} logs {{ARGS}}
+
+# kill -9 one node: `just kill node-2`.
+kill NODE:
+    {{compose}} kill -s SIGKILL {{NODE}}
+
+start NODE:
+    {{compose}} start {{NODE}}
+
+# SIGSTOP-like freeze of every process of a node (docker pause), and back.
+pause NODE:
+    {{compose}} pause {{NODE}}
+
+unpause NODE:
+    {{compose}} unpause {{NODE}}
+
+# Topics with leaders and ISR (via the host listener), and the controller quorum.
+describe:
+    cargo run -q --release --bin gregor -- topic describe --bootstrap-server {{bootstrap}}
+    {{compose}} exec -T node-1 gregor cluster describe --controller node-1:9093,node-2:9093,node-3:9093
+
+# Live failover view (`gregor cluster watch`, issue #6; not built yet).
+watch:
+    {{compose}} exec node-1 gregor cluster watch --controller node-1:9093,node-2:9093,node-3:9093
+
+# The quickstart in one go: topic with RF=3 and min.insync.replicas=2, a durability check with
+# two leader kills, the report.
+demo: up
+    cargo run -q --release --bin gregor -- topic create demo --bootstrap-server {{bootstrap}} --partitions 3 --replication-factor 3 --config min.insync.replicas=2
+    cargo run -q --release --bin gregor -- verify --bootstrap-server {{bootstrap}} --topic demo --acks all --compose --faults leader-kill --fault-interval 10s --duration 40s --seed 1

@@ -14,3 +14,6 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 cargo nextest run --workspace --locked --no-fail-fast --profile ci
+
+# The three-node docker compose cluster under leader kills (prints SKIPPED without a Docker engine).
+./tests/compose.sh

@@ -5,6 +5,8 @@ set -euo pipefail
 
 need_apt=()
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+# deploy/base-image.sh builds the image's Debian base without a registry (tests/compose.sh).
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -ne 0 ]]; then echo "setup: need root to apt-get install ${need_apt[*]}" >&2; exit 1; fi
   apt-get update -qq

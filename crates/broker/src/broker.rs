@@ -32,13 +32,13 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::cluster::{BrokerId, ClusterLink, LocalLink, PartitionAssignment};
-use crate::config::{BrokerConfig, Endpoint};
+use crate::config::{BrokerConfig, Endpoint, Listener};
 use crate::error::{BrokerError, Result};
 use crate::group::{CoordinatorConfig, GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata_store::{ClusterMetadata, FileMetadataStore, MetadataStore, TopicMetadata};
 use crate::producer_ids::{LocalProducerIdAllocator, ProducerIdAllocator};
+use crate::quorum::QuorumMetadata;
 use crate::quorum::reconcile::{self, Action, LocalState};
-use crate::quorum::{PLAINTEXT, QuorumMetadata};
 use crate::replica::{Failpoints, ReplicaState, ReplicaStats};
 use crate::topic_config;
 
@@ -212,6 +212,8 @@ pub struct Broker {
     config: BrokerConfig,
     advertised: Endpoint,
     metadata: MetadataSource,
+    /// What each listener advertises, by listener name (`advertised` is one of them).
+    advertised_by_listener: Vec<Listener>,
     logs: Arc<LogManager>,
     state: RwLock<State>,
     /// The metadata image the broker currently serves (controller's, or synthesized locally).
@@ -408,10 +410,12 @@ impl Broker {
             applied.partitions.insert((tp.topic, tp.partition), None);
         }
         let advertised = config.advertised_endpoint(bound);
+        let advertised_by_listener = config.advertised_endpoints(bound);
         let groups = GroupCoordinator::new(CoordinatorConfig::from_broker(&config));
         Ok(Broker {
             config,
             advertised,
+            advertised_by_listener,
             metadata,
             logs,
             state: RwLock::new(State::default()),
@@ -483,11 +487,15 @@ impl Broker {
                 id: node,
                 epoch: 0,
                 incarnation: Uuid::nil(),
-                endpoints: vec![ImageEndpoint {
-                    name: PLAINTEXT.to_string(),
-                    host: self.advertised.host.clone(),
-                    port: self.advertised.port,
-                }],
+                endpoints: self
+                    .advertised_by_listener
+                    .iter()
+                    .map(|l| ImageEndpoint {
+                        name: l.name.clone(),
+                        host: l.endpoint.host.clone(),
+                        port: l.endpoint.port,
+                    })
+                    .collect(),
                 rack: None,
                 fenced: false,
             },
@@ -711,9 +719,25 @@ impl Broker {
         Ok(self.producer_ids.next_id()?)
     }
 
-    /// The endpoint clients are told to connect to.
+    /// The endpoint of the inter-broker listener (the first one unless
+    /// `inter.broker.listener.name` says otherwise).
     pub fn advertised(&self) -> &Endpoint {
         &self.advertised
+    }
+
+    /// What every listener advertises, by name: the endpoints a broker registers.
+    pub fn advertised_listeners(&self) -> &[Listener] {
+        &self.advertised_by_listener
+    }
+
+    /// The endpoint clients that connected through `listener` are told to use (Kafka answers
+    /// Metadata, FindCoordinator and DescribeCluster with the endpoints of the listener the
+    /// request arrived on). An unknown name gets [`Broker::advertised`].
+    pub fn advertised_for(&self, listener: &str) -> &Endpoint {
+        self.advertised_by_listener
+            .iter()
+            .find(|l| l.name == listener)
+            .map_or(&self.advertised, |l| &l.endpoint)
     }
 
     /// The cluster id: the quorum's, or the one persisted with a single node's metadata.

@@ -24,8 +24,8 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses Kafka's listener syntax, `PLAINTEXT://host:port` (the scheme is optional; only
-    /// PLAINTEXT is supported, and only one listener).
+    /// Parses one `PLAINTEXT://host:port` (the scheme is optional; only PLAINTEXT), for keys
+    /// that take exactly one address.
     pub fn parse_listener(value: &str) -> Result<Endpoint, String> {
         let value = value.trim();
         if value.contains(',') {
@@ -42,6 +42,11 @@ impl Endpoint {
             }
             None => value,
         };
+        Endpoint::parse_host_port(rest)
+    }
+
+    /// Parses `host:port` (`[v6]:port` too).
+    fn parse_host_port(rest: &str) -> Result<Endpoint, String> {
         let (host, port) = rest.rsplit_once(':').ok_or("expected host:port")?;
         let host = host
             .trim_start_matches('[')
@@ -68,15 +73,90 @@ impl Endpoint {
     }
 }
 
+/// One entry of `listeners` or `advertised.listeners`: `NAME://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// The listener name (upper case), e.g. `PLAINTEXT`, `INTERNAL`, `EXTERNAL`.
+    pub name: String,
+    /// Its address.
+    pub endpoint: Endpoint,
+}
+
+/// The name of a listener given without one (`host:port`), and Kafka's default listener name.
+pub const DEFAULT_LISTENER_NAME: &str = "PLAINTEXT";
+
+/// Kafka's default `listener.security.protocol.map`.
+pub const DEFAULT_SECURITY_PROTOCOL_MAP: &str =
+    "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL";
+
+/// Parses Kafka's `listeners` syntax: a comma-separated list of `NAME://host:port`. A bare
+/// `host:port` is named `PLAINTEXT` (Gregor's shorthand). Names are case-insensitive (stored
+/// upper case) and must be distinct, like Kafka's.
+pub fn parse_listeners(value: &str) -> Result<Vec<Listener>, String> {
+    let mut out: Vec<Listener> = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, rest) = match item.split_once("://") {
+            Some((name, rest)) => (name.to_ascii_uppercase(), rest),
+            None => (DEFAULT_LISTENER_NAME.to_string(), item),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("bad listener name {name:?}"));
+        }
+        if out.iter().any(|l| l.name == name) {
+            return Err(format!("listener name {name} appears twice"));
+        }
+        let endpoint = Endpoint::parse_host_port(rest)?;
+        out.push(Listener { name, endpoint });
+    }
+    if out.is_empty() {
+        return Err("no listener given".into());
+    }
+    Ok(out)
+}
+
+/// Parses `listener.security.protocol.map`: `NAME:PROTOCOL,...`.
+pub fn parse_protocol_map(value: &str) -> Result<Vec<(String, String)>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|pair| match pair.split_once(':') {
+            Some((name, protocol)) if !name.trim().is_empty() && !protocol.trim().is_empty() => {
+                Ok((
+                    name.trim().to_ascii_uppercase(),
+                    protocol.trim().to_ascii_uppercase(),
+                ))
+            }
+            _ => Err(format!("expected NAME:PROTOCOL, got {pair:?}")),
+        })
+        .collect()
+}
+
 /// Broker settings. Field docs give the Kafka property name and the Kafka default.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
     /// `node.id` (Kafka has no default; a single node uses 1).
     pub node_id: i32,
-    /// `listeners` (default `PLAINTEXT://:9092`).
+    /// `listeners` (default `PLAINTEXT://:9092`): the first listener's address. Code that runs
+    /// one listener sets only this; see [`BrokerConfig::listeners`] for all of them.
     pub listener: Endpoint,
-    /// `advertised.listeners` (default: the listener, with the bound address filled in).
-    pub advertised_listener: Option<Endpoint>,
+    /// The first listener's name (default `PLAINTEXT`).
+    pub listener_name: String,
+    /// The other entries of `listeners`, in order (default none). Unlike the first, they need
+    /// a fixed port or an `advertised.listeners` entry (Gregor's choice: only the first
+    /// listener's port 0 is filled in from the bound address).
+    pub extra_listeners: Vec<Listener>,
+    /// `advertised.listeners` (default: none, i.e. every listener advertises its own address,
+    /// with the bound address filled in). Listeners not named here advertise their own.
+    pub advertised_listeners: Vec<Listener>,
+    /// `listener.security.protocol.map` (default Kafka's, [`DEFAULT_SECURITY_PROTOCOL_MAP`]):
+    /// every listener's name must map to `PLAINTEXT`, the only protocol served.
+    pub listener_security_protocol_map: Vec<(String, String)>,
+    /// `inter.broker.listener.name` (Kafka: derived from `security.inter.broker.protocol`,
+    /// i.e. `PLAINTEXT`). Brokers replicate over gRPC (`replication.listener`), so this only
+    /// names the listener whose address the broker reports as its own elsewhere (logs, the
+    /// endpoint used when a request's listener is unknown); it must name a listener.
+    pub inter_broker_listener_name: Option<String>,
     /// `log.dirs` (Kafka's `log.dir` default `/tmp/kafka-logs`); exactly one directory.
     pub log_dir: PathBuf,
     /// `num.partitions` (default 1): partitions of auto-created topics and CreateTopics with -1.
@@ -160,7 +240,12 @@ impl Default for BrokerConfig {
                 host: String::new(),
                 port: 9092,
             },
-            advertised_listener: None,
+            listener_name: DEFAULT_LISTENER_NAME.to_string(),
+            extra_listeners: Vec::new(),
+            advertised_listeners: Vec::new(),
+            listener_security_protocol_map: parse_protocol_map(DEFAULT_SECURITY_PROTOCOL_MAP)
+                .unwrap_or_default(),
+            inter_broker_listener_name: None,
             log_dir: PathBuf::from("/tmp/kafka-logs"),
             num_partitions: 1,
             auto_create_topics_enable: true,
@@ -206,6 +291,8 @@ pub const KEYS: &[&str] = &[
     "node.id",
     "listeners",
     "advertised.listeners",
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
     "log.dirs",
     "log.dir",
     "num.partitions",
@@ -292,18 +379,33 @@ impl BrokerConfig {
 
     /// Sets one property by its Kafka name. `origin` names the layer for error messages.
     pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), ConfigError> {
-        let listener = |v: &str| {
-            Endpoint::parse_listener(v).map_err(|reason| ConfigError::BadValue {
-                key: key.to_string(),
-                value: v.to_string(),
-                origin: origin.to_string(),
-                reason,
-            })
+        let bad = |v: &str, reason: String| ConfigError::BadValue {
+            key: key.to_string(),
+            value: v.to_string(),
+            origin: origin.to_string(),
+            reason,
         };
+        #[allow(unused_variables)] // single-address keys (replication.listener) use it
+        let listener = |v: &str| Endpoint::parse_listener(v).map_err(|reason| bad(v, reason));
+        let listeners = |v: &str| parse_listeners(v).map_err(|reason| bad(v, reason));
         match key {
             "node.id" => self.node_id = parse(key, value, origin)?,
-            "listeners" => self.listener = listener(value)?,
-            "advertised.listeners" => self.advertised_listener = Some(listener(value)?),
+            "listeners" => {
+                let mut all = listeners(value)?.into_iter();
+                if let Some(first) = all.next() {
+                    self.listener = first.endpoint;
+                    self.listener_name = first.name;
+                }
+                self.extra_listeners = all.collect();
+            }
+            "advertised.listeners" => self.advertised_listeners = listeners(value)?,
+            "listener.security.protocol.map" => {
+                self.listener_security_protocol_map =
+                    parse_protocol_map(value).map_err(|reason| bad(value, reason))?
+            }
+            "inter.broker.listener.name" => {
+                self.inter_broker_listener_name = Some(value.trim().to_ascii_uppercase())
+            }
             "log.dirs" | "log.dir" => {
                 if value.contains(',') {
                     return Err(ConfigError::BadValue {
@@ -552,39 +654,157 @@ impl BrokerConfig {
             "log.message.timestamp.after.max.ms",
             || "must be >= 0".into(),
         )?;
-        if let Some(adv) = &self.advertised_listener {
-            check(
-                !adv.host.is_empty() && adv.host != "0.0.0.0",
-                "advertised.listeners",
-                || "must name a host clients can reach".into(),
-            )?;
+        self.validate_listeners()
+    }
+
+    /// Kafka's listener rules: every listener's name maps to a protocol (here: PLAINTEXT),
+    /// advertised names are listener names with reachable hosts, the inter-broker name is a
+    /// listener, and only the first listener may ask for port 0.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, reason: String| ConfigError::Invalid { key, reason };
+        let names: Vec<&str> = self.listeners().map(|l| l.name).collect();
+        for name in &names {
+            match self
+                .listener_security_protocol_map
+                .iter()
+                .find(|(n, _)| n == name)
+            {
+                Some((_, p)) if p == "PLAINTEXT" => {}
+                Some((_, p)) => {
+                    return Err(invalid(
+                        "listener.security.protocol.map",
+                        format!("listener {name} uses {p}; only PLAINTEXT is supported"),
+                    ));
+                }
+                None => {
+                    return Err(invalid(
+                        "listener.security.protocol.map",
+                        format!("has no entry for listener {name}"),
+                    ));
+                }
+            }
+        }
+        for l in &self.extra_listeners {
+            let advertised = self.advertised_listeners.iter().any(|a| a.name == l.name);
+            if l.endpoint.port == 0 && !advertised {
+                return Err(invalid(
+                    "listeners",
+                    format!(
+                        "listener {} needs a fixed port or an advertised.listeners entry \
+                         (only the first listener's port 0 is filled in at bind)",
+                        l.name
+                    ),
+                ));
+            }
+        }
+        for adv in &self.advertised_listeners {
+            if !names.contains(&adv.name.as_str()) {
+                return Err(invalid(
+                    "advertised.listeners",
+                    format!("{} is not a name in listeners", adv.name),
+                ));
+            }
+            if adv.endpoint.host.is_empty() || adv.endpoint.host == "0.0.0.0" {
+                return Err(invalid(
+                    "advertised.listeners",
+                    format!("{} must name a host clients can reach", adv.name),
+                ));
+            }
+        }
+        if let Some(name) = &self.inter_broker_listener_name
+            && !names.contains(&name.as_str())
+        {
+            return Err(invalid(
+                "inter.broker.listener.name",
+                format!("{name} is not a name in listeners"),
+            ));
         }
         Ok(())
+    }
+
+    /// Every listener as `(name, bind address)`, the first one first.
+    pub fn listeners(&self) -> impl Iterator<Item = ListenerRef<'_>> {
+        std::iter::once(ListenerRef {
+            name: self.listener_name.as_str(),
+            endpoint: &self.listener,
+        })
+        .chain(self.extra_listeners.iter().map(|l| ListenerRef {
+            name: l.name.as_str(),
+            endpoint: &l.endpoint,
+        }))
+    }
+
+    /// What every listener advertises, by name, once the first listener is bound at `bound`:
+    /// its `advertised.listeners` entry if any, else its own address with wildcards and port 0
+    /// filled in from the bound address.
+    pub fn advertised_endpoints(&self, bound: SocketAddr) -> Vec<Listener> {
+        self.listeners()
+            .enumerate()
+            .map(|(i, l)| {
+                let endpoint = match self.advertised_listeners.iter().find(|a| a.name == l.name) {
+                    Some(adv) => adv.endpoint.clone(),
+                    None => {
+                        let port = if i == 0 {
+                            bound.port()
+                        } else {
+                            l.endpoint.port
+                        };
+                        Endpoint {
+                            host: advertised_host(&l.endpoint.host, bound),
+                            port,
+                        }
+                    }
+                };
+                Listener {
+                    name: l.name.to_string(),
+                    endpoint,
+                }
+            })
+            .collect()
     }
 
     /// The endpoint given to clients in Metadata and DescribeCluster, once the listener is
     /// bound: advertised listener if set, else the listener with the bound address filled in
     /// where it was a wildcard or port 0.
+    ///
+    /// With several listeners this is the inter-broker listener's (default: the first).
     pub fn advertised_endpoint(&self, bound: SocketAddr) -> Endpoint {
-        if let Some(adv) = &self.advertised_listener {
-            return adv.clone();
-        }
-        let host = if self.listener.host.is_empty()
-            || self.listener.host == "0.0.0.0"
-            || self.listener.host == "::"
-        {
-            if bound.ip().is_unspecified() {
-                "localhost".to_string()
-            } else {
-                bound.ip().to_string()
-            }
+        let all = self.advertised_endpoints(bound);
+        let wanted = self
+            .inter_broker_listener_name
+            .as_deref()
+            .unwrap_or(self.listener_name.as_str());
+        all.iter()
+            .find(|l| l.name == wanted)
+            .or(all.first())
+            .map(|l| l.endpoint.clone())
+            .unwrap_or_else(|| Endpoint {
+                host: advertised_host(&self.listener.host, bound),
+                port: bound.port(),
+            })
+    }
+}
+
+/// A borrowed view of one listener (see [`BrokerConfig::listeners`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerRef<'a> {
+    /// The listener name.
+    pub name: &'a str,
+    /// Its bind address.
+    pub endpoint: &'a Endpoint,
+}
+
+/// The host a listener bound to `host` advertises when `advertised.listeners` does not say: a
+/// wildcard becomes the bound address, or `localhost` when that is a wildcard too.
+fn advertised_host(host: &str, bound: SocketAddr) -> String {
+    if host.is_empty() || host == "0.0.0.0" || host == "::" {
+        if bound.ip().is_unspecified() {
+            "localhost".to_string()
         } else {
-            self.listener.host.clone()
-        };
-        Endpoint {
-            host,
-            port: bound.port(),
+            bound.ip().to_string()
         }
+    } else {
+        host.to_string()
     }
 }
 
@@ -754,12 +974,129 @@ mod tests {
         assert_eq!(c.advertised_endpoint(bound).host, "broker.example");
     }
 
+    /// Kafka's multi-listener setup (the compose file's): each listener advertises its own
+    /// `advertised.listeners` entry; the first is the default and inter-broker listener.
+    #[test]
+    fn named_listeners_advertise_per_listener() {
+        let flags: Vec<(String, String)> = [
+            (
+                "listeners",
+                "INTERNAL://0.0.0.0:9092,external://0.0.0.0:19092",
+            ),
+            (
+                "advertised.listeners",
+                "INTERNAL://node-1:9092,EXTERNAL://127.0.0.1:19092",
+            ),
+            (
+                "listener.security.protocol.map",
+                "INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT",
+            ),
+            ("inter.broker.listener.name", "INTERNAL"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let c = BrokerConfig::load(None, &HashMap::new(), &flags).unwrap();
+        assert_eq!(c.listener_name, "INTERNAL");
+        assert_eq!(c.listener.port, 9092);
+        let names: Vec<&str> = c.listeners().map(|l| l.name).collect();
+        assert_eq!(names, ["INTERNAL", "EXTERNAL"], "names are upper-cased");
+        let bound: SocketAddr = "0.0.0.0:9092".parse().unwrap();
+        let adv = c.advertised_endpoints(bound);
+        let find = |name: &str| {
+            adv.iter()
+                .find(|l| l.name == name)
+                .unwrap()
+                .endpoint
+                .clone()
+        };
+        assert_eq!(find("INTERNAL").bind_addr(), "node-1:9092");
+        assert_eq!(find("EXTERNAL").bind_addr(), "127.0.0.1:19092");
+        assert_eq!(c.advertised_endpoint(bound).bind_addr(), "node-1:9092");
+
+        // Without advertised entries each listener advertises its own address; the first
+        // fills in its bound port.
+        let flags = vec![
+            (
+                "listeners".to_string(),
+                "A://127.0.0.1:0,B://127.0.0.2:7000".to_string(),
+            ),
+            (
+                "listener.security.protocol.map".to_string(),
+                "A:PLAINTEXT,B:PLAINTEXT".to_string(),
+            ),
+        ];
+        let c = BrokerConfig::load(None, &HashMap::new(), &flags).unwrap();
+        let adv = c.advertised_endpoints("127.0.0.1:4321".parse().unwrap());
+        assert_eq!(adv[0].endpoint.bind_addr(), "127.0.0.1:4321");
+        assert_eq!(adv[1].endpoint.bind_addr(), "127.0.0.2:7000");
+    }
+
+    #[test]
+    fn listener_rules_are_kafkas() {
+        let load = |pairs: &[(&str, &str)]| {
+            let flags: Vec<(String, String)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            BrokerConfig::load(None, &HashMap::new(), &flags)
+        };
+        // A name the protocol map does not know.
+        assert!(matches!(
+            load(&[("listeners", "INTERNAL://:9092")]),
+            Err(ConfigError::Invalid {
+                key: "listener.security.protocol.map",
+                ..
+            })
+        ));
+        // A protocol other than PLAINTEXT.
+        assert!(load(&[("listeners", "SSL://:9093")]).is_err());
+        // Duplicate names, an advertised name that is no listener, a bad inter-broker name.
+        assert!(load(&[("listeners", "PLAINTEXT://:1,PLAINTEXT://:2")]).is_err());
+        assert!(matches!(
+            load(&[
+                ("listeners", "PLAINTEXT://:9092"),
+                ("advertised.listeners", "OTHER://h:1")
+            ]),
+            Err(ConfigError::Invalid {
+                key: "advertised.listeners",
+                ..
+            })
+        ));
+        assert!(matches!(
+            load(&[("inter.broker.listener.name", "NOPE")]),
+            Err(ConfigError::Invalid {
+                key: "inter.broker.listener.name",
+                ..
+            })
+        ));
+        // Only the first listener may ask for an ephemeral port it does not advertise.
+        assert!(matches!(
+            load(&[
+                ("listeners", "PLAINTEXT://:0,B://:0"),
+                (
+                    "listener.security.protocol.map",
+                    "PLAINTEXT:PLAINTEXT,B:PLAINTEXT"
+                )
+            ]),
+            Err(ConfigError::Invalid {
+                key: "listeners",
+                ..
+            })
+        ));
+        // The old single-listener spellings still work.
+        let c = load(&[("listeners", "127.0.0.1:9092")]).unwrap();
+        assert_eq!(c.listener_name, "PLAINTEXT");
+        assert!(c.extra_listeners.is_empty());
+    }
+
     #[test]
     fn every_key_is_settable() {
         for key in KEYS {
             let mut c = BrokerConfig::default();
             let value = match *key {
                 "listeners" | "advertised.listeners" | "replication.listener" => "PLAINTEXT://h:1",
+                "listener.security.protocol.map" => "PLAINTEXT:PLAINTEXT",
                 "log.dirs" | "log.dir" => "/x",
                 "auto.create.topics.enable" | "delete.topic.enable" => "false",
                 "log.message.timestamp.type" => "LogAppendTime",

@@ -7,6 +7,9 @@
 //! - [`server`]: the TCP listener. [`server::run`] takes an already bound listener, the shared
 //!   [`Broker`] and a shutdown token (mini-redis style); it frames requests (size checked before
 //!   allocating), answers each connection's requests in order and drains on shutdown.
+//!   [`server::run_listeners`] serves several named listeners (Kafka's `listeners` list); each
+//!   request carries its listener's name in [`handlers::RequestContext`], and Metadata,
+//!   FindCoordinator and DescribeCluster answer with that listener's advertised endpoints.
 //! - [`handlers`]: one module per Kafka API, each declaring the versions it serves. The registry
 //!   in [`handlers`] generates the ApiVersions list, body decoding and dispatch from one table.
 //!   [`handlers::decode_frame`] is the whole untrusted-input decode path (fuzzed).

@@ -44,18 +44,39 @@ enum ConnectionEnd {
     Io(#[from] std::io::Error),
 }
 
-/// Serves Kafka clients on `listener` until `shutdown` is cancelled, then drains connections
-/// (bounded by [`SHUTDOWN_GRACE`]), stops the storage background task and closes the logs.
+/// Serves Kafka clients on `listener` (the first configured listener, by its name) until
+/// `shutdown` is cancelled; see [`run_listeners`].
 pub async fn run(
     listener: TcpListener,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let local = listener.local_addr().map_err(|source| BrokerError::Io {
-        context: "listener address",
-        source,
-    })?;
-    tracing::info!(%local, advertised = ?broker.advertised(), "kafka listener started");
+    let name = broker.config().listener_name.clone();
+    run_listeners(vec![(name, listener)], broker, shutdown).await
+}
+
+/// Serves Kafka clients on every `(listener name, socket)` until `shutdown` is cancelled, then
+/// drains connections (bounded by [`SHUTDOWN_GRACE`]), stops the storage background task and
+/// closes the logs. Each connection knows the name of the listener it arrived on, so Metadata
+/// answers with that listener's advertised endpoints.
+pub async fn run_listeners(
+    listeners: Vec<(String, TcpListener)>,
+    broker: Arc<Broker>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    // One accept loop per listener feeds one channel; the loops end with `shutdown`.
+    let (tx, mut accepted) = tokio::sync::mpsc::channel::<Accepted>(64);
+    let mut accept_loops = JoinSet::new();
+    for (name, listener) in listeners {
+        let local = listener.local_addr().map_err(|source| BrokerError::Io {
+            context: "listener address",
+            source,
+        })?;
+        let name: Arc<str> = Arc::from(name);
+        tracing::info!(%local, listener = %name, advertised = ?broker.advertised_for(&name), "kafka listener started");
+        accept_loops.spawn(accept_loop(name, listener, tx.clone(), shutdown.clone()));
+    }
+    drop(tx);
     // Session timers of groups reloaded from __consumer_offsets need the runtime.
     broker.groups().start();
 
@@ -71,23 +92,25 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             // Reap finished connection tasks so the set does not grow without bound.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
+            next = accepted.recv() => match next {
+                Some((listener, stream, peer)) => {
                     let broker = Arc::clone(&broker);
                     let shutdown = shutdown.clone();
                     connections.spawn(async move {
-                        match serve_connection(stream, peer, broker, shutdown).await {
+                        match serve_connection(stream, peer, listener, broker, shutdown).await {
                             ConnectionEnd::Eof | ConnectionEnd::Shutdown => tracing::debug!(%peer, "connection closed"),
                             end => tracing::info!(%peer, reason = %end, detail = ?end, "closing connection"),
                         }
                     });
                 }
-                // Accept errors (e.g. EMFILE) are per-connection; keep serving the others.
-                Err(e) => tracing::warn!(error = %e, "accept failed"),
+                // Every accept loop ended (only on shutdown).
+                None => break,
             },
         }
     }
-    drop(listener);
+    // The accept loops see the same token; waiting for them closes the listening sockets.
+    while accept_loops.join_next().await.is_some() {}
+    drop(accepted);
 
     tracing::info!(
         open = connections.len(),
@@ -113,9 +136,36 @@ pub async fn run(
     Ok(())
 }
 
+/// A connection and the name of the listener it arrived on.
+type Accepted = (Arc<str>, TcpStream, SocketAddr);
+
+/// Accepts connections on one listener until `shutdown`, handing them to the server loop.
+async fn accept_loop(
+    name: Arc<str>,
+    listener: TcpListener,
+    tx: tokio::sync::mpsc::Sender<Accepted>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if tx.send((Arc::clone(&name), stream, peer)).await.is_err() {
+                        return;
+                    }
+                }
+                // Accept errors (e.g. EMFILE) are per-connection; keep serving the others.
+                Err(e) => tracing::warn!(error = %e, listener = %name, "accept failed"),
+            },
+        }
+    }
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<str>,
     broker: Arc<Broker>,
     shutdown: CancellationToken,
 ) -> ConnectionEnd {
@@ -133,7 +183,7 @@ async fn serve_connection(
                 Ok(Ok(frame)) => frame,
             },
         };
-        let response = match handle_frame(frame, &broker, &shutdown, peer).await {
+        let response = match handle_frame(frame, &broker, &shutdown, peer, &listener).await {
             Ok(r) => r,
             Err(end) => return end,
         };
@@ -181,6 +231,7 @@ async fn handle_frame(
     broker: &Arc<Broker>,
     shutdown: &CancellationToken,
     peer: SocketAddr,
+    listener: &Arc<str>,
 ) -> Result<Option<Bytes>, ConnectionEnd> {
     match handlers::decode_frame(frame)? {
         Decoded::ApiVersionsTooNew { correlation_id } => {
@@ -197,6 +248,7 @@ async fn handle_frame(
                 api_version: header.request_api_version,
                 client_id: header.client_id.as_ref().map(|c| c.to_string()),
                 peer,
+                listener: Arc::clone(listener),
             };
             Ok(handlers::dispatch(&ctx, header.correlation_id, request).await?)
         }

@@ -11,6 +11,8 @@
 //! - `perf`: `gregor perf produce|consume` (kafka-producer-perf-test / rdkafka_performance).
 //! - `dev`: `gregor dev`, a local N-node cluster of `gregor server` children (see
 //!   `docs/dev.md`).
+//! - `verify`: `gregor verify`, the durability check (producers, readers, a seeded fault plan on
+//!   a dev or compose cluster, the gregor-verify checker and its §6.6 report).
 //!
 //! Clap types stay in this crate: the library crates take plain values.
 
@@ -23,6 +25,7 @@ mod produce;
 mod server;
 mod tools;
 mod topic;
+mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -60,6 +63,9 @@ enum Command {
     Perf(perf::PerfArgs),
     /// Run a local cluster: N combined broker + controller processes on 127.0.0.1.
     Dev(dev::DevArgs),
+    /// Durability check: produce self-checking records (optionally under a seeded fault plan),
+    /// read them back and report lost, duplicated or reordered records.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -98,6 +104,7 @@ fn main() -> std::process::ExitCode {
             Command::Cluster(args) => cluster::run(args).await,
             Command::Perf(args) => perf::run(args).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::Verify(args) => verify::run(args).await,
         }
     });
     match result {

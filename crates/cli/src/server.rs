@@ -43,10 +43,12 @@ pub(crate) struct ServerArgs {
     /// `node.id`.
     #[arg(long)]
     node_id: Option<i32>,
-    /// `listeners`, e.g. `PLAINTEXT://127.0.0.1:9092`.
+    /// `listeners`, e.g. `PLAINTEXT://127.0.0.1:9092`, or several named ones
+    /// (`INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:19092`, with
+    /// `--override listener.security.protocol.map=INTERNAL:PLAINTEXT,EXTERNAL:PLAINTEXT`).
     #[arg(long)]
     listeners: Option<String>,
-    /// `advertised.listeners`: the address clients are told to use.
+    /// `advertised.listeners`: the addresses clients are told to use, per listener name.
     #[arg(long)]
     advertised_listeners: Option<String>,
     /// `log.dirs`: where partition data and metadata live.
@@ -253,11 +255,19 @@ async fn run_broker(
     quorum: QuorumConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let bind = config.listener.bind_addr();
-    let listener = TcpListener::bind(&bind)
-        .await
-        .with_context(|| format!("bind the Kafka listener on {bind}"))?;
-    let bound = listener.local_addr()?;
+    // Every named listener; the first one's bound address fills in its advertised endpoint.
+    let mut sockets = Vec::new();
+    for l in config.listeners() {
+        let bind = l.endpoint.bind_addr();
+        let socket = TcpListener::bind(&bind)
+            .await
+            .with_context(|| format!("bind the Kafka listener {} on {bind}", l.name))?;
+        sockets.push((l.name.to_string(), socket));
+    }
+    let bound = match sockets.first() {
+        Some((_, s)) => s.local_addr()?,
+        None => anyhow::bail!("no Kafka listener configured"),
+    };
     let replication_bind = config.replication_listener.bind_addr();
     let replication_listener = TcpListener::bind(&replication_bind)
         .await
@@ -267,7 +277,7 @@ async fn run_broker(
         .await
         .context("join the controller quorum")?;
     let broker = Arc::clone(&member.broker);
-    // Replication and the Kafka listener stop in that order: `gregor_broker::run` closes the logs
+    // Replication and the Kafka listeners stop in that order: `run_listeners` closes the logs
     // when it returns, and fetchers must not append to closed logs.
     let replication_stop = CancellationToken::new();
     let kafka_stop = CancellationToken::new();
@@ -276,6 +286,13 @@ async fn run_broker(
         Arc::clone(&broker),
         replication_stop.clone(),
     ));
+    for (name, socket) in sockets.iter().skip(1) {
+        println!(
+            "listener {name} on {} (advertised {})",
+            socket.local_addr()?,
+            broker.advertised_for(name).bind_addr()
+        );
+    }
     println!(
         "gregor {} serving Kafka on {bound} (advertised {}, replication {replication}, broker {}), data in {}",
         env!("CARGO_PKG_VERSION"),
@@ -283,7 +300,7 @@ async fn run_broker(
         broker.config().node_id,
         broker.config().log_dir.display()
     );
-    let serving = gregor_broker::run(listener, broker, kafka_stop.clone());
+    let serving = gregor_broker::server::run_listeners(sockets, broker, kafka_stop.clone());
     tokio::pin!(serving);
     let (served, replicated) = tokio::select! {
         served = &mut serving => {

@@ -35,7 +35,7 @@ pub async fn handle(
     if req.include_cluster_authorized_operations {
         resp.cluster_authorized_operations = CLUSTER_AUTHORIZED_OPERATIONS;
     }
-    resp.brokers = super::metadata::live_brokers(&broker.image())
+    resp.brokers = super::metadata::live_brokers(&broker.image(), &ctx.listener)
         .into_iter()
         .map(|b| {
             DescribeClusterBroker::default()

@@ -23,7 +23,11 @@ const GROUP_KEY: i8 = 0;
 const TRANSACTION_KEY: i8 = 1;
 
 /// The live broker leading `group`'s `__consumer_offsets` partition.
-fn coordinator(image: &MetadataImage, group: &str) -> Result<LiveBroker, GroupError> {
+fn coordinator(
+    image: &MetadataImage,
+    group: &str,
+    listener: &str,
+) -> Result<LiveBroker, GroupError> {
     let topic = image
         .topics
         .get(OFFSETS_TOPIC)
@@ -35,7 +39,7 @@ fn coordinator(image: &MetadataImage, group: &str) -> Result<LiveBroker, GroupEr
         .and_then(|i| topic.partitions.get(i))
         .and_then(|p| p.leader)
         .ok_or(GroupError::CoordinatorNotAvailable)?;
-    live_brokers(image)
+    live_brokers(image, listener)
         .into_iter()
         .find(|b| b.id == leader)
         .ok_or(GroupError::CoordinatorNotAvailable)
@@ -59,7 +63,7 @@ pub async fn handle(
             let result = match req.key_type {
                 GROUP_KEY => ready
                     .clone()
-                    .and_then(|()| coordinator(&image, &key))
+                    .and_then(|()| coordinator(&image, &key, &ctx.listener))
                     .map_err(|e| BrokerError::Group {
                         group: key.clone(),
                         source: e,

@@ -19,7 +19,9 @@ use crate::quorum::PLAINTEXT;
 /// Served versions. v13 (top-level error code only) is left out until a client needs it.
 pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 12 };
 
-/// A broker clients may use: registered, unfenced, with a PLAINTEXT endpoint.
+/// A broker clients may use: registered, unfenced, with an endpoint for the listener the request
+/// arrived on (Kafka answers with the endpoints of that listener), or `PLAINTEXT` when it
+/// registered under no such name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LiveBroker {
     pub id: i32,
@@ -29,13 +31,17 @@ pub(crate) struct LiveBroker {
 }
 
 /// The unfenced brokers of the image, by id.
-pub(crate) fn live_brokers(image: &MetadataImage) -> Vec<LiveBroker> {
+pub(crate) fn live_brokers(image: &MetadataImage, listener: &str) -> Vec<LiveBroker> {
     image
         .brokers
         .values()
         .filter(|b| !b.fenced)
         .filter_map(|b| {
-            let e = b.endpoints.iter().find(|e| e.name == PLAINTEXT)?;
+            let e = b
+                .endpoints
+                .iter()
+                .find(|e| e.name == listener)
+                .or_else(|| b.endpoints.iter().find(|e| e.name == PLAINTEXT))?;
             Some(LiveBroker {
                 id: b.id,
                 host: e.host.clone(),
@@ -50,7 +56,11 @@ pub(crate) fn live_brokers(image: &MetadataImage) -> Vec<LiveBroker> {
 /// requests there and the broker forwards them). Gregor picks the lowest live id, so every
 /// broker reports the same one; -1 when none is live.
 pub(crate) fn controller_id(image: &MetadataImage) -> i32 {
-    live_brokers(image).first().map_or(-1, |b| b.id)
+    image
+        .brokers
+        .values()
+        .find(|b| !b.fenced)
+        .map_or(-1, |b| b.id)
 }
 
 /// The response for one existing topic: leaders, epochs, replicas, ISR and offline replicas
@@ -204,7 +214,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> Reply<Metadat
             topics
         };
     let image = broker.image();
-    let brokers = live_brokers(&image)
+    let brokers = live_brokers(&image, &ctx.listener)
         .into_iter()
         .map(|b| {
             MetadataResponseBroker::default()

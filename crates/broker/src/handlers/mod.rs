@@ -55,6 +55,9 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     /// The client's address (group members' `client_host`).
     pub peer: std::net::SocketAddr,
+    /// The name of the listener the request arrived on (`PLAINTEXT`, `EXTERNAL`, ...): Metadata,
+    /// FindCoordinator and DescribeCluster advertise that listener's endpoints.
+    pub listener: Arc<str>,
 }
 
 /// A handler's outcome. Only Produce with acks=0 uses anything but `Respond`.

@@ -311,29 +311,38 @@ pub async fn start(
         ControllerClient::new(quorum.voters.clone(), cluster_id)
             .map_err(|e| to_broker_error(e, "cluster"))?,
     );
-    let advertised = config.advertised_endpoint(kafka);
+    // Every Kafka listener is registered under its name, so each broker answers Metadata with
+    // the endpoints of the listener a request arrived on (Kafka's rule for multiple listeners).
+    let advertised = config.advertised_endpoints(kafka);
+    let inter_broker_host = advertised
+        .iter()
+        .find(|l| Some(l.name.as_str()) == config.inter_broker_listener_name.as_deref())
+        .or_else(|| advertised.first())
+        .map_or_else(|| kafka.ip().to_string(), |l| l.endpoint.host.clone());
+    let mut endpoints: Vec<pb::Endpoint> = advertised
+        .iter()
+        .map(|l| pb::Endpoint {
+            name: l.name.clone(),
+            host: l.endpoint.host.clone(),
+            port: u32::from(l.endpoint.port),
+        })
+        .collect();
+    endpoints.push(pb::Endpoint {
+        name: REPLICATION.to_string(),
+        // A wildcard bind is reached at the inter-broker listener's host.
+        host: if replication.ip().is_unspecified() {
+            inter_broker_host
+        } else {
+            replication.ip().to_string()
+        },
+        port: u32::from(replication.port()),
+    });
     let mut registration = pb::RegisterBrokerRequest {
         cluster_id: String::new(),
         clean_shutdown: false,
         broker_id: config.node_id,
         incarnation_id: Uuid::new_v4().to_string(),
-        endpoints: vec![
-            pb::Endpoint {
-                name: PLAINTEXT.to_string(),
-                host: advertised.host.clone(),
-                port: u32::from(advertised.port),
-            },
-            pb::Endpoint {
-                name: REPLICATION.to_string(),
-                // A wildcard bind is reached at the host clients use for Kafka.
-                host: if replication.ip().is_unspecified() {
-                    advertised.host.clone()
-                } else {
-                    replication.ip().to_string()
-                },
-                port: u32::from(replication.port()),
-            },
-        ],
+        endpoints,
         rack: quorum.rack.clone().unwrap_or_default(),
     };
     let (image_tx, image_rx) = tokio::sync::watch::channel(Arc::new(MetadataImage::default()));
@@ -429,20 +438,14 @@ pub async fn start(
 /// is about to elect it).
 pub fn awaits_election(image: &MetadataImage, node: i32) -> bool {
     image.is_active(node)
-        && image
-            .topics
-            .values()
-            .flat_map(|t| &t.partitions)
-            .any(|p| {
-                // The controller's election order (KIP-966): an ISR member, else an ELR member,
-                // else the last known leader.
-                p.leader.is_none()
-                    && (p.isr.contains(&node)
-                        || (p.isr.is_empty() && p.elr.contains(&node))
-                        || (p.isr.is_empty()
-                            && p.elr.is_empty()
-                            && p.last_known_leader == Some(node)))
-            })
+        && image.topics.values().flat_map(|t| &t.partitions).any(|p| {
+            // The controller's election order (KIP-966): an ISR member, else an ELR member,
+            // else the last known leader.
+            p.leader.is_none()
+                && (p.isr.contains(&node)
+                    || (p.isr.is_empty() && p.elr.contains(&node))
+                    || (p.isr.is_empty() && p.elr.is_empty() && p.last_known_leader == Some(node)))
+        })
 }
 
 #[cfg(test)]

@@ -15,4 +15,5 @@ mod groups;
 mod idempotence;
 mod kcat;
 mod lifecycle;
+mod listeners;
 mod python;
