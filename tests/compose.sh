@@ -30,7 +30,9 @@ project=gregor-test
 file=deploy/compose.yaml
 if docker compose version >/dev/null 2>&1; then compose=(docker compose); else compose=(docker-compose); fi
 dc() { "${compose[@]}" -p "$project" -f "$file" "$@"; }
-gregor="$CARGO_TARGET_DIR/release/gregor"
+# The debug build the cargo tests just made (see deploy/build-image.sh).
+export GREGOR_IMAGE_PROFILE="${GREGOR_IMAGE_PROFILE:-debug}"
+gregor="$CARGO_TARGET_DIR/$GREGOR_IMAGE_PROFILE/gregor"
 bootstrap=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094
 
 cleanup() {
