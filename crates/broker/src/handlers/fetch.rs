@@ -14,10 +14,7 @@
 //! Fetch sessions (KIP-227) are not created: responses carry session id 0, which tells clients
 //! to keep sending full fetch requests.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_response::{
@@ -25,7 +22,6 @@ use kafka_protocol::messages::fetch_response::{
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use kafka_protocol::protocol::VersionRange;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Reply, RequestContext};
@@ -127,39 +123,6 @@ fn clone_err(e: &BrokerError) -> BrokerError {
     }
 }
 
-/// Resolves when any receiver sees a new value. Receivers whose partition was deleted are
-/// dropped from the set (the next read reports the partition as unknown).
-async fn any_changed(receivers: &mut Vec<watch::Receiver<i64>>) {
-    if receivers.is_empty() {
-        return std::future::pending().await;
-    }
-    let mut closed = None;
-    {
-        let mut futures: Vec<Pin<Box<dyn Future<Output = bool> + Send + '_>>> = receivers
-            .iter_mut()
-            .map(|r| {
-                Box::pin(async move { r.changed().await.is_ok() })
-                    as Pin<Box<dyn Future<Output = bool> + Send + '_>>
-            })
-            .collect();
-        let (i, alive) = std::future::poll_fn(|cx| {
-            for (i, f) in futures.iter_mut().enumerate() {
-                if let Poll::Ready(alive) = f.as_mut().poll(cx) {
-                    return Poll::Ready((i, alive));
-                }
-            }
-            Poll::Pending
-        })
-        .await;
-        if !alive {
-            closed = Some(i);
-        }
-    }
-    if let Some(i) = closed {
-        receivers.swap_remove(i);
-    }
-}
-
 /// Handles Fetch.
 pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Reply<FetchResponse> {
     if ctx.api_version >= 7 && req.session_id != 0 {
@@ -210,7 +173,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> Reply<FetchRespo
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = any_changed(&mut receivers) => {}
+            _ = crate::replica::any_changed(&mut receivers) => {}
             _ = ctx.shutdown.cancelled() => {}
         }
     }

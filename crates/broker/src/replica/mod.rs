@@ -783,6 +783,25 @@ pub async fn serve(
     result
 }
 
+/// Resolves when any receiver sees a new value (fetch long-polls, Kafka's and the replicas'). A
+/// receiver whose partition was deleted (sender dropped) is removed from the set, so the next
+/// read reports the partition as unknown instead of waking in a loop.
+pub(crate) async fn any_changed(receivers: &mut Vec<tokio::sync::watch::Receiver<i64>>) {
+    if receivers.is_empty() {
+        return std::future::pending().await;
+    }
+    let (alive, index) = {
+        let changes = receivers
+            .iter_mut()
+            .map(|r| Box::pin(async move { r.changed().await.is_ok() }));
+        let (alive, index, _rest) = futures::future::select_all(changes).await;
+        (alive, index)
+    };
+    if !alive {
+        receivers.swap_remove(index);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

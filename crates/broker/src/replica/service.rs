@@ -10,11 +10,8 @@
 //! When no partition has anything to say, the call waits (up to `max_wait_ms`) on the
 //! partitions' log-end and HW watches; shutdown ends the wait.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -24,7 +21,6 @@ use gregor_proto::replication::v1::{
     PartitionData, PartitionFetch, ReplicaFetchReply, ReplicaFetchRequest, ReplicaProgress,
 };
 use kafka_protocol::ResponseError;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -155,38 +151,6 @@ fn read_partition(
     Ok((data, worth))
 }
 
-/// Resolves when any receiver sees a new value; receivers of deleted partitions are dropped.
-async fn any_changed(receivers: &mut Vec<watch::Receiver<i64>>) {
-    if receivers.is_empty() {
-        return std::future::pending().await;
-    }
-    let mut closed = None;
-    {
-        let mut futures: Vec<Pin<Box<dyn Future<Output = bool> + Send + '_>>> = receivers
-            .iter_mut()
-            .map(|r| {
-                Box::pin(async move { r.changed().await.is_ok() })
-                    as Pin<Box<dyn Future<Output = bool> + Send + '_>>
-            })
-            .collect();
-        let (i, alive) = std::future::poll_fn(|cx| {
-            for (i, f) in futures.iter_mut().enumerate() {
-                if let Poll::Ready(alive) = f.as_mut().poll(cx) {
-                    return Poll::Ready((i, alive));
-                }
-            }
-            Poll::Pending
-        })
-        .await;
-        if !alive {
-            closed = Some(i);
-        }
-    }
-    if let Some(i) = closed {
-        receivers.swap_remove(i);
-    }
-}
-
 impl ReplicationService {
     async fn fetch_inner(&self, req: ReplicaFetchRequest) -> Result<ReplicaFetchReply> {
         self.check_cluster(&req.cluster_id)?;
@@ -255,7 +219,7 @@ impl ReplicationService {
                 return Ok(ReplicaFetchReply { partitions: out });
             }
             tokio::select! {
-                _ = any_changed(&mut receivers) => {}
+                _ = crate::replica::any_changed(&mut receivers) => {}
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = self.shutdown.cancelled() => {}
             }
