@@ -1,6 +1,7 @@
 //! A leader's bookkeeping for one partition, as pure functions of its inputs: follower progress,
-//! the high watermark and the ISR changes to propose. No I/O, no clock reads: the caller passes
-//! `now_ms` and the log end offset, so every rule here is unit-tested directly.
+//! the high watermark, the ISR changes to propose and which fetch positions count as progress.
+//! No I/O, no clock reads: the caller passes `now_ms` and the log end offset, so every rule here
+//! is unit-tested directly.
 
 use std::collections::BTreeMap;
 

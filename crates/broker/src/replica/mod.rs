@@ -6,7 +6,8 @@
 //! - This module: [`ReplicaState`] (per partition, behind a mutex that is never held across an
 //!   `.await`), the [`crate::broker::Partition`] methods that drive it, and [`serve`], the
 //!   entry point that runs the service, the fetchers and ISR maintenance.
-//! - [`leader`]: pure leader bookkeeping (follower progress, HW, ISR proposals, truncation).
+//! - [`leader`]: pure leader bookkeeping (follower progress, HW, ISR proposals, which fetch
+//!   positions count as progress, truncation).
 //! - [`fetcher`]: one fetch loop per leader broker, one request in flight.
 //! - [`service`]: the leader side of `Replication.Fetch` and `DescribeReplicas`.
 

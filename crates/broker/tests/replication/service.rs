@@ -115,7 +115,12 @@ async fn replica_fetch_is_fenced_and_detects_divergence() {
             .error_code,
         75
     );
-    // DescribeReplicas reports the follower's progress.
+    // DescribeReplicas reports the follower's progress: the offset of its last fetch that was
+    // neither diverged nor refused (the two above are not progress), here at the log end.
+    let d = replica_fetch(&leader, CLUSTER_ID, 2, 1, 2, 1)
+        .await
+        .unwrap();
+    assert_eq!((d.error_code, d.diverging_epoch), (0, None));
     let mut client = ReplicationClient::connect(format!("http://{leader}"))
         .await
         .unwrap();
