@@ -1,6 +1,7 @@
 //! A leader's bookkeeping for one partition, as pure functions of its inputs: follower progress,
-//! the high watermark and the ISR changes to propose. No I/O, no clock reads: the caller passes
-//! `now_ms` and the log end offset, so every rule here is unit-tested directly.
+//! the high watermark, the ISR changes to propose and which fetch positions count as progress.
+//! No I/O, no clock reads: the caller passes `now_ms` and the log end offset, so every rule here
+//! is unit-tested directly.
 
 use std::collections::BTreeMap;
 
@@ -215,9 +216,95 @@ pub fn truncation_offset(leader: (i32, i64), local: Option<(i32, i64)>, leo: i64
     target.clamp(0, leo.max(0))
 }
 
+/// How a leader judges a follower's fetch position (Kafka's `Partition.fetchRecords` with its
+/// divergence check, KIP-320).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchPosition {
+    /// Consistent with the leader's log: served from, and recorded as the follower's log end.
+    Valid,
+    /// The follower's log diverged from the leader's: the leader's (epoch, end offset) for the
+    /// follower's last fetched epoch, to truncate by.
+    Diverging {
+        /// The largest leader epoch ≤ the follower's last fetched epoch.
+        epoch: i32,
+        /// Where that epoch ends in the leader's log.
+        end_offset: i64,
+    },
+    /// The follower holds an epoch newer than every epoch the leader knows.
+    UnknownEpoch,
+    /// Outside the leader's `[log start, log end]`.
+    OutOfRange,
+}
+
+/// Classifies a follower fetch at `fetch_offset` whose last fetched batch carried
+/// `last_fetched_epoch` (-1: none). `end_for_epoch` is the leader's `end_offset_for_epoch`.
+///
+/// Only a [`FetchPosition::Valid`] offset says anything about the follower's log: the fetch
+/// offset of a diverged follower counts records the leader does not have, so recording it as
+/// progress would let that follower into the ISR and move the HW over offsets whose records
+/// differ on the two replicas (Kafka updates the follower's fetch state only when no diverging
+/// epoch was found).
+pub fn fetch_position(
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+    end_for_epoch: impl FnOnce(i32) -> Option<(i32, i64)>,
+    log_start: i64,
+    log_end: i64,
+) -> FetchPosition {
+    if last_fetched_epoch >= 0 {
+        match end_for_epoch(last_fetched_epoch) {
+            None => return FetchPosition::UnknownEpoch,
+            Some((epoch, end_offset))
+                if epoch != last_fetched_epoch || end_offset < fetch_offset =>
+            {
+                return FetchPosition::Diverging { epoch, end_offset };
+            }
+            Some(_) => {}
+        }
+    }
+    if fetch_offset < log_start || fetch_offset > log_end {
+        return FetchPosition::OutOfRange;
+    }
+    FetchPosition::Valid
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetch_positions() {
+        // Leader epochs: 1 over [0, 5), 3 over [5, 8); log [2, 8).
+        let ends = |e: i32| match e {
+            0 => Some((0, 0)),
+            1 | 2 => Some((1, 5)),
+            3 => Some((3, 8)),
+            _ => None,
+        };
+        let pos = |last: i32, offset: i64| fetch_position(last, offset, ends, 2, 8);
+        assert_eq!(pos(-1, 4), FetchPosition::Valid);
+        assert_eq!(pos(1, 5), FetchPosition::Valid);
+        assert_eq!(pos(3, 8), FetchPosition::Valid);
+        // Same epoch, but the follower has more of it than the leader.
+        assert_eq!(
+            pos(1, 7),
+            FetchPosition::Diverging {
+                epoch: 1,
+                end_offset: 5
+            }
+        );
+        // An epoch the leader never saw (the follower's own term): its largest smaller one.
+        assert_eq!(
+            pos(2, 5),
+            FetchPosition::Diverging {
+                epoch: 1,
+                end_offset: 5
+            }
+        );
+        assert_eq!(pos(4, 8), FetchPosition::UnknownEpoch);
+        assert_eq!(pos(-1, 9), FetchPosition::OutOfRange);
+        assert_eq!(pos(-1, 1), FetchPosition::OutOfRange);
+    }
 
     #[test]
     fn caught_up_follows_kafkas_rule() {

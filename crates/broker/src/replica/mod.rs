@@ -6,7 +6,8 @@
 //! - This module: [`ReplicaState`] (per partition, behind a mutex that is never held across an
 //!   `.await`), the [`crate::broker::Partition`] methods that drive it, and [`serve`], the
 //!   entry point that runs the service, the fetchers and ISR maintenance.
-//! - [`leader`]: pure leader bookkeeping (follower progress, HW, ISR proposals, truncation).
+//! - [`leader`]: pure leader bookkeeping (follower progress, HW, ISR proposals, which fetch
+//!   positions count as progress, truncation).
 //! - [`fetcher`]: one fetch loop per leader broker, one request in flight.
 //! - [`service`]: the leader side of `Replication.Fetch` and `DescribeReplicas`.
 
@@ -429,23 +430,40 @@ impl Partition {
         Ok(())
     }
 
-    /// Leader side of a replica fetch: validates the caller and its epoch, records its fetch
-    /// offset as its progress and recomputes the HW. Returns whether the caller is outside the
-    /// committed ISR (so the ISR check runs soon).
+    /// Leader side of a replica fetch: validates the caller and its epoch and, when its fetch
+    /// position is consistent with this log ([`leader::fetch_position`]: not diverged, within
+    /// bounds), records the fetch offset as its progress and recomputes the HW. Returns whether
+    /// progress of a caller outside the committed ISR was recorded (so the ISR check runs soon).
     pub(crate) fn record_follower_fetch(
         &self,
         follower: BrokerId,
         current_leader_epoch: i32,
-        fetch_offset: i64,
+        fetch: (i64, i32),
         min_isr: i32,
         now: i64,
     ) -> Result<bool> {
+        let (fetch_offset, last_fetched_epoch) = fetch;
         let mut st = self.replica.lock();
         st.check_epoch(current_leader_epoch)?;
         if st.role != Role::Leader || !st.assignment.replicas.contains(&follower) {
             return Err(st.not_leader(self));
         }
-        let leo = self.log.read().log_end_offset();
+        let (position, leo) = {
+            let log = self.log.read();
+            let position = leader::fetch_position(
+                last_fetched_epoch,
+                fetch_offset,
+                |e| log.end_offset_for_epoch(e),
+                log.log_start_offset(),
+                log.log_end_offset(),
+            );
+            (position, log.log_end_offset())
+        };
+        // A diverged or out-of-range fetch offset says nothing about the follower's log; the
+        // reply tells it to truncate (or restart) and its next fetch is recorded.
+        if position != leader::FetchPosition::Valid {
+            return Ok(false);
+        }
         if let Some(l) = st.leader.as_mut() {
             l.record_fetch(follower, fetch_offset, leo, now);
         }
@@ -947,30 +965,53 @@ mod tests {
         // The controller adds 2 and 3; they fetch; the HW follows the slowest.
         p.apply_assignment(assignment(1, 1, 2, &[1, 2, 3]), now_ms())
             .unwrap();
-        p.record_follower_fetch(2, 1, 1, 2, now_ms()).unwrap();
+        p.record_follower_fetch(2, 1, (1, -1), 2, now_ms()).unwrap();
         assert_eq!(p.log.read().high_watermark(), 0);
-        p.record_follower_fetch(3, 1, 1, 2, now_ms()).unwrap();
+        p.record_follower_fetch(3, 1, (1, -1), 2, now_ms()).unwrap();
         assert_eq!(p.log.read().high_watermark(), 1);
         // Fencing of replica fetches.
         assert!(matches!(
-            p.record_follower_fetch(2, 0, 1, 2, now_ms()),
+            p.record_follower_fetch(2, 0, (1, -1), 2, now_ms()),
             Err(BrokerError::FencedLeaderEpoch(0))
         ));
         assert!(matches!(
-            p.record_follower_fetch(2, 2, 1, 2, now_ms()),
+            p.record_follower_fetch(2, 2, (1, -1), 2, now_ms()),
             Err(BrokerError::UnknownLeaderEpoch(2))
         ));
         assert!(matches!(
-            p.record_follower_fetch(9, 1, 1, 2, now_ms()),
+            p.record_follower_fetch(9, 1, (1, -1), 2, now_ms()),
             Err(BrokerError::NotLeaderOrFollower { .. })
         ));
+    }
+
+    #[test]
+    fn a_diverged_fetch_offset_is_not_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = partition(dir.path(), assignment(1, 1, 1, &[1]));
+        append(&p, None).unwrap();
+        // Follower 2 holds three records of epoch 1, the leader one (an unclean election): its
+        // fetch offset 3 counts records the leader does not have.
+        assert!(!p.record_follower_fetch(2, 1, (3, 1), 1, now_ms()).unwrap());
+        assert!(
+            p.isr_proposal(30_000, now_ms()).is_none(),
+            "not added to the ISR at a diverged offset"
+        );
+        // Beyond the log end without an epoch: nothing recorded either.
+        assert!(!p.record_follower_fetch(2, 1, (5, -1), 1, now_ms()).unwrap());
+        assert!(p.isr_proposal(30_000, now_ms()).is_none());
+        // After truncating, its fetch at the leader's log end is progress.
+        assert!(p.record_follower_fetch(2, 1, (1, 1), 1, now_ms()).unwrap());
+        assert_eq!(
+            p.isr_proposal(30_000, now_ms()).unwrap().new_isr,
+            vec![1, 2]
+        );
     }
 
     #[test]
     fn one_isr_change_in_flight_and_none_after_a_refusal() {
         let dir = tempfile::tempdir().unwrap();
         let p = partition(dir.path(), assignment(1, 1, 1, &[1]));
-        p.record_follower_fetch(2, 1, 0, 1, now_ms()).unwrap();
+        p.record_follower_fetch(2, 1, (0, -1), 1, now_ms()).unwrap();
         let req = p.isr_proposal(30_000, now_ms()).unwrap();
         assert_eq!(req.new_isr, vec![1, 2]);
         assert_eq!((req.leader_epoch, req.partition_epoch), (1, 1));

@@ -2,10 +2,11 @@
 //!
 //! `Fetch`: the caller's cluster id must match (else FAILED_PRECONDITION for the whole call).
 //! Per partition: the caller must be an assigned replica and this node the leader (else 6),
-//! the caller's leader epoch must be ours (74 older / 75 newer); its fetch offset is recorded as
-//! its progress (which may advance the HW and so complete acks=all produces). Then divergence
-//! (KIP-320's DivergingEpoch): `(epoch, end) = end_offset_for_epoch(last_fetched_epoch)`; if the
-//! epoch differs or `end < fetch_offset` the reply carries `diverging_epoch` and no records.
+//! the caller's leader epoch must be ours (74 older / 75 newer). Then divergence (KIP-320's
+//! DivergingEpoch): `(epoch, end) = end_offset_for_epoch(last_fetched_epoch)`; if the epoch
+//! differs or `end < fetch_offset` the reply carries `diverging_epoch` and no records. Only a
+//! fetch offset that is neither diverged nor out of range is recorded as the caller's progress
+//! (which may advance the HW and so complete acks=all produces).
 //! Otherwise whole batches from `fetch_offset` up to the log end (followers read past the HW).
 //! When no partition has anything to say, the call waits (up to `max_wait_ms`) on the
 //! partitions' log-end and HW watches; shutdown ends the wait.
@@ -28,6 +29,7 @@ use tonic::{Request, Response, Status};
 use crate::broker::{Broker, Partition, now_ms};
 use crate::cluster::BrokerId;
 use crate::error::{self, BrokerError, Result, to_status};
+use crate::replica::leader::{FetchPosition, fetch_position};
 
 /// The `Replication` service of one broker.
 #[derive(Debug, Clone)]
@@ -114,25 +116,29 @@ fn read_partition(
         diverging_epoch: None,
         records: Bytes::new(),
     };
-    if f.last_fetched_epoch >= 0 {
-        match log.end_offset_for_epoch(f.last_fetched_epoch) {
-            // The follower holds an epoch newer than any this leader knows: it cannot be a
-            // replica of this leadership's history; it waits for new metadata.
-            None => return Err(BrokerError::UnknownLeaderEpoch(f.last_fetched_epoch)),
-            Some((epoch, end)) if epoch != f.last_fetched_epoch || end < f.fetch_offset => {
-                data.diverging_epoch = Some(EpochEndOffset {
-                    epoch,
-                    end_offset: end,
-                });
-                return Ok((data, true));
-            }
-            Some(_) => {}
+    match fetch_position(
+        f.last_fetched_epoch,
+        f.fetch_offset,
+        |e| log.end_offset_for_epoch(e),
+        log.log_start_offset(),
+        log.log_end_offset(),
+    ) {
+        FetchPosition::Valid => {}
+        // The follower holds an epoch newer than any this leader knows: it cannot be a
+        // replica of this leadership's history; it waits for new metadata.
+        FetchPosition::UnknownEpoch => {
+            return Err(BrokerError::UnknownLeaderEpoch(f.last_fetched_epoch));
         }
-    }
-    if f.fetch_offset < log.log_start_offset() || f.fetch_offset > log.log_end_offset() {
-        // With the leader's log bounds, so a follower behind the log start can restart there.
-        data.error_code = i32::from(ResponseError::OffsetOutOfRange.code());
-        return Ok((data, true));
+        FetchPosition::Diverging { epoch, end_offset } => {
+            data.diverging_epoch = Some(EpochEndOffset { epoch, end_offset });
+            return Ok((data, true));
+        }
+        FetchPosition::OutOfRange => {
+            // With the leader's log bounds, so a follower behind the log start can restart
+            // there.
+            data.error_code = i32::from(ResponseError::OffsetOutOfRange.code());
+            return Ok((data, true));
+        }
     }
     let limit = budget.min(f.max_bytes as usize);
     let read = log.read(f.fetch_offset, limit, i64::MAX, first)?;
@@ -167,7 +173,7 @@ impl ReplicationService {
                     match p.record_follower_fetch(
                         req.replica_id,
                         fetch.current_leader_epoch,
-                        fetch.fetch_offset,
+                        (fetch.fetch_offset, fetch.last_fetched_epoch),
                         min_isr,
                         now,
                     ) {

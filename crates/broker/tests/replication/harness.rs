@@ -18,11 +18,16 @@ use gregor_broker::{Broker, BrokerConfig, BrokerError};
 use gregor_client::Connection;
 use gregor_client::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use gregor_client::kafka_protocol::messages::fetch_response::PartitionData;
+use gregor_client::kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
 use gregor_client::kafka_protocol::messages::produce_request::{
     PartitionProduceData, TopicProduceData,
 };
 use gregor_client::kafka_protocol::messages::produce_response::PartitionProduceResponse;
-use gregor_client::kafka_protocol::messages::{FetchRequest, ProduceRequest, TopicName};
+use gregor_client::kafka_protocol::messages::{
+    FetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, TopicName,
+};
 use gregor_client::kafka_protocol::protocol::StrBytes;
 use gregor_client::kafka_protocol::records::Compression;
 use gregor_client::records::{ProducerRecord, encode_batch};
@@ -489,4 +494,32 @@ pub fn record_count(records: &Option<Bytes>) -> usize {
     records.as_ref().map_or(0, |r| {
         gregor_client::records::decode_records(r).unwrap().len()
     })
+}
+
+/// OffsetForLeaderEpoch (key 23) for `TOPIC`-0 as a consumer sends it: `current` is the leader
+/// epoch the client knows (-1: unchecked), `epoch` the one whose end it asks for. Returns
+/// (error code, epoch answered, end offset).
+pub async fn offset_for_leader_epoch(
+    conn: &mut Connection,
+    current: i32,
+    epoch: i32,
+) -> (i16, i32, i64) {
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(gregor_client::kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![
+            OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
+                .with_partitions(vec![
+                    OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(current)
+                        .with_leader_epoch(epoch),
+                ]),
+        ]);
+    let resp = tokio::time::timeout(DEADLINE, conn.send(&req))
+        .await
+        .unwrap()
+        .unwrap();
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.leader_epoch, p.end_offset)
 }

@@ -10,3 +10,4 @@ mod harness;
 mod isr;
 mod offsets;
 mod service;
+mod unclean;

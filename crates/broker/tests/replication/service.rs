@@ -3,11 +3,6 @@
 
 use std::sync::atomic::Ordering;
 
-use gregor_client::kafka_protocol::messages::offset_for_leader_epoch_request::{
-    OffsetForLeaderPartition, OffsetForLeaderTopic,
-};
-use gregor_client::kafka_protocol::messages::{OffsetForLeaderEpochRequest, TopicName};
-use gregor_client::kafka_protocol::protocol::StrBytes;
 use gregor_proto::replication::v1::replication_client::ReplicationClient;
 use gregor_proto::replication::v1::{
     DescribeReplicasRequest, PartitionData, PartitionFetch, ReplicaFetchRequest,
@@ -120,7 +115,12 @@ async fn replica_fetch_is_fenced_and_detects_divergence() {
             .error_code,
         75
     );
-    // DescribeReplicas reports the follower's progress.
+    // DescribeReplicas reports the follower's progress: the offset of its last fetch that was
+    // neither diverged nor refused (the two above are not progress), here at the log end.
+    let d = replica_fetch(&leader, CLUSTER_ID, 2, 1, 2, 1)
+        .await
+        .unwrap();
+    assert_eq!((d.error_code, d.diverging_epoch), (0, None));
     let mut client = ReplicationClient::connect(format!("http://{leader}"))
         .await
         .unwrap();
@@ -199,34 +199,16 @@ async fn offset_for_leader_epoch_over_kafka() {
     let mut conn = c.connect(2).await;
     assert_eq!(produce(&mut conn, -1, 10_000, "c").await.error_code, 0);
     c.start_node(1).await;
-    let ask = |current: i32, epoch: i32| {
-        OffsetForLeaderEpochRequest::default()
-            .with_replica_id(gregor_client::kafka_protocol::messages::BrokerId(-1))
-            .with_topics(vec![
-                OffsetForLeaderTopic::default()
-                    .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
-                    .with_partitions(vec![
-                        OffsetForLeaderPartition::default()
-                            .with_partition(0)
-                            .with_current_leader_epoch(current)
-                            .with_leader_epoch(epoch),
-                    ]),
-            ])
-    };
-    let answer = async |conn: &mut gregor_client::Connection, current: i32, epoch: i32| {
-        let resp = tokio::time::timeout(DEADLINE, conn.send(&ask(current, epoch)))
-            .await
-            .unwrap()
-            .unwrap();
-        let p = &resp.topics[0].partitions[0];
-        (p.error_code, p.leader_epoch, p.end_offset)
-    };
-    assert_eq!(answer(&mut conn, 2, 1).await, (0, 1, 2));
-    assert_eq!(answer(&mut conn, 2, 2).await, (0, 2, 3));
-    assert_eq!(answer(&mut conn, -1, 0).await, (0, 0, 0));
-    assert_eq!(answer(&mut conn, 2, 9).await, (0, -1, -1));
-    assert_eq!(answer(&mut conn, 1, 1).await.0, 74);
-    assert_eq!(answer(&mut conn, 3, 1).await.0, 75);
+    assert_eq!(offset_for_leader_epoch(&mut conn, 2, 1).await, (0, 1, 2));
+    assert_eq!(offset_for_leader_epoch(&mut conn, 2, 2).await, (0, 2, 3));
+    assert_eq!(offset_for_leader_epoch(&mut conn, -1, 0).await, (0, 0, 0));
+    assert_eq!(offset_for_leader_epoch(&mut conn, 2, 9).await, (0, -1, -1));
+    assert_eq!(offset_for_leader_epoch(&mut conn, 1, 1).await.0, 74);
+    assert_eq!(offset_for_leader_epoch(&mut conn, 3, 1).await.0, 75);
     let mut old = c.connect(1).await;
-    assert_eq!(answer(&mut old, 2, 1).await.0, 6, "only the leader answers");
+    assert_eq!(
+        offset_for_leader_epoch(&mut old, 2, 1).await.0,
+        6,
+        "only the leader answers"
+    );
 }
