@@ -523,7 +523,9 @@ async fn failover_unavailability_bench() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     ensure!(kills > 0, "GREGOR_BENCH_KILLS must be at least 1");
-    on_cluster(FAST_FENCING, async |c| {
+    // Gregor's own heartbeat and session defaults (200 ms / 900 ms): the figure is what a user
+    // gets.
+    on_cluster(&[], async |c| {
         let topic = "t-bench";
         replicated_topic(c, topic, "2").await?;
         let rec = Recorder::new();
