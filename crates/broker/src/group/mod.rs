@@ -26,6 +26,9 @@ pub enum GroupError {
     /// The group is being deleted, or `__consumer_offsets` is unavailable.
     #[error("the coordinator is not available")]
     CoordinatorNotAvailable,
+    /// This node leads the group's `__consumer_offsets` partition but is still loading it.
+    #[error("the coordinator is loading the group's offsets partition")]
+    CoordinatorLoadInProgress,
     /// This node does not coordinate the group (on one node: only while shutting down).
     #[error("this broker is not the group's coordinator")]
     NotCoordinator,
