@@ -8,8 +8,9 @@
 //! - [`records`]: Kafka's `__consumer_offsets` key/value formats and the group → partition hash.
 //!
 //! The coordinator of a group is the leader of its `__consumer_offsets` partition; on one node
-//! that is always this node. Groups and offsets are rebuilt from that topic at startup (last
-//! value per key wins, null values delete), as a new Kafka coordinator does.
+//! that is always this node. A broker that becomes leader of an offsets partition rebuilds that
+//! partition's groups and offsets from its log (last value per key wins, null values delete), as
+//! a new Kafka coordinator does, and drops them when it stops leading.
 
 pub mod coordinator;
 pub mod records;
