@@ -198,6 +198,9 @@ pub struct BrokerConfig {
     pub offsets_topic_replication_factor: i16,
     /// `offset.metadata.max.bytes` (default 4096): longer commit metadata is rejected.
     pub offset_metadata_max_bytes: i32,
+    /// `offsets.commit.timeout.ms` (default 5000): how long an offset commit waits for the
+    /// `__consumer_offsets` replicas before it fails with REQUEST_TIMED_OUT.
+    pub offsets_commit_timeout_ms: i32,
     /// `group.initial.rebalance.delay.ms` (default 3000).
     pub group_initial_rebalance_delay_ms: i32,
     /// `group.min.session.timeout.ms` (default 6000).
@@ -266,6 +269,7 @@ impl Default for BrokerConfig {
             offsets_topic_num_partitions: 50,
             offsets_topic_replication_factor: 3,
             offset_metadata_max_bytes: 4096,
+            offsets_commit_timeout_ms: 5000,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
@@ -314,6 +318,7 @@ pub const KEYS: &[&str] = &[
     "offsets.topic.num.partitions",
     "offsets.topic.replication.factor",
     "offset.metadata.max.bytes",
+    "offsets.commit.timeout.ms",
     "group.initial.rebalance.delay.ms",
     "group.min.session.timeout.ms",
     "group.max.session.timeout.ms",
@@ -453,6 +458,9 @@ impl BrokerConfig {
             }
             "offset.metadata.max.bytes" => {
                 self.offset_metadata_max_bytes = parse(key, value, origin)?
+            }
+            "offsets.commit.timeout.ms" => {
+                self.offsets_commit_timeout_ms = parse(key, value, origin)?
             }
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = parse(key, value, origin)?
@@ -632,6 +640,11 @@ impl BrokerConfig {
             self.offset_metadata_max_bytes >= 0,
             "offset.metadata.max.bytes",
             || "must be >= 0".into(),
+        )?;
+        check(
+            self.offsets_commit_timeout_ms >= 1,
+            "offsets.commit.timeout.ms",
+            || "must be >= 1".into(),
         )?;
         check(
             self.group_initial_rebalance_delay_ms >= 0,

@@ -329,6 +329,7 @@ pub fn group_error_code(err: &GroupError) -> ResponseError {
     match err {
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
         GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
         GroupError::UnknownMemberId => ResponseError::UnknownMemberId,

@@ -77,8 +77,9 @@ pub async fn run_listeners(
         accept_loops.spawn(accept_loop(name, listener, tx.clone(), shutdown.clone()));
     }
     drop(tx);
-    // Session timers of groups reloaded from __consumer_offsets need the runtime.
-    broker.groups().start();
+    // Session timers of groups reloaded from __consumer_offsets need the runtime, and so does
+    // the task that follows the offsets partitions' leadership.
+    broker.groups().start(&broker);
 
     let background_cancel = CancellationToken::new();
     let background = tokio::spawn(

@@ -592,3 +592,77 @@ async fn failover_unavailability_bench() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// Issue #5: an idempotent librdkafka producer (acks=all, 5 in flight) through ten leader
+/// kills (restart and full ISR in between): the new leader must have the producer state from
+/// its replicated log, so retried batches are neither duplicated nor reordered, and nothing
+/// acknowledged is lost (checked over a full consume).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_through_ten_leader_kills_has_no_duplicates() -> anyhow::Result<()> {
+    on_cluster(FAST_FENCING, async |c| {
+        let topic = "t-idempotent-kills";
+        replicated_topic(c, topic, "2").await?;
+        let rec = Recorder::new();
+        let started = Instant::now();
+        let w = Workload::start(&c.client_config(), WorkloadConfig::new(topic, 1), &rec);
+        w.wait_acks(100, DEADLINE).await?;
+        let mut windows = Vec::new();
+        for round in 0..10 {
+            let leader = c.leader_of(topic, 0).await?;
+            w.wait_acks(w.progress().count + 50, DEADLINE).await?;
+            c.kill9(leader).await?;
+            let start_ns = rec.now_ns();
+            c.wait_partition(topic, 0, DEADLINE, "new leader", |v| {
+                v.leader >= 0 && v.leader != leader
+            })
+            .await?;
+            w.first_ack_after(start_ns, DEADLINE).await?;
+            c.restart(leader).await?;
+            c.wait_partition(topic, 0, DEADLINE, "restarted node back in the ISR", |v| {
+                v.isr.contains(&leader) && v.isr.len() == 3
+            })
+            .await?;
+            println!("round {round}: killed leader {leader}");
+            windows.push(FaultWindow {
+                start_ns,
+                end_ns: rec.now_ns(),
+                label: format!("kill -9 leader {leader}"),
+            });
+        }
+        w.wait_acks(w.progress().count + 50, DEADLINE).await?;
+        w.stop().await?;
+        final_read(&c.client_config(), topic, 1, &rec, FINAL_READ).await?;
+        let run = RunInfo {
+            scenario: "idempotent-ten-leader-kills".into(),
+            duration: started.elapsed(),
+            faults: windows.len(),
+            fault_kind: "leader kill -9, restart, wait for ISR".into(),
+            acks: "all".into(),
+            seed: None,
+        };
+        let options = CheckOptions {
+            idempotent: true,
+            fault_windows: windows,
+        };
+        let r = finish(&run, &rec, &options)?;
+        ensure!(
+            r.duplicates.count == 0,
+            "duplicates: {}",
+            r.duplicates.count
+        );
+        ensure!(
+            r.nonmonotonic_sends.count == 0,
+            "nonmonotonic sends: {}",
+            r.nonmonotonic_sends.count
+        );
+        ensure!(
+            r.acked_lost == 0,
+            "acked lost {} of {}",
+            r.acked_lost,
+            r.counts.ok
+        );
+        ensure!(r.valid, "invalid: {:?}", r.fatal);
+        Ok(())
+    })
+    .await
+}

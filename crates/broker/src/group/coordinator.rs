@@ -8,13 +8,25 @@
 //! `Notify`) and feeds [`Event::Tick`]. The tasks are owned by the coordinator's `JoinSet` and
 //! stop on its `CancellationToken` (broker shutdown) or when their group is deleted.
 //!
+//! Ownership follows leadership: this node serves a group only while it leads the group's
+//! partition of `__consumer_offsets` (NOT_COORDINATOR otherwise, so clients re-run
+//! FindCoordinator). When it becomes leader of an offsets partition (a new leader epoch), a load
+//! task replays that partition's log up to its end and installs its groups
+//! (COORDINATOR_LOAD_IN_PROGRESS until then); when it stops leading, the partition's groups are
+//! dropped and their waiting requests answered NOT_COORDINATOR. Loads are owned by the
+//! coordinator's `JoinSet` and cancelled by a per-load `CancellationToken`. A watcher task
+//! re-checks every offsets partition on each [`Broker::replica_changes`] notification; every
+//! group request re-checks its own partition too.
+//!
 //! Persistence: committed offsets and group metadata are appended to the group's partition of
-//! `__consumer_offsets` *before* the request is answered, in Kafka's record formats. Lock order:
-//! registry → group slot → partition log.
+//! `__consumer_offsets`, in Kafka's record formats. An OffsetCommit is answered only once the
+//! partition's high watermark passed its batch (Kafka writes this topic with acks=-1), bounded
+//! by `offsets.commit.timeout.ms`; the in-memory offsets change only then. Lock order:
+//! ownership → registry → group slot → partition log.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -35,6 +47,7 @@ use super::{GroupError, OFFSETS_TOPIC};
 use crate::broker::{Broker, Partition, Topic, now_ms};
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
+use crate::replica::Role;
 
 /// Kafka's `offsets.topic.segment.bytes` default.
 const OFFSETS_SEGMENT_BYTES: i64 = 100 * 1024 * 1024;
@@ -54,6 +67,8 @@ pub struct CoordinatorConfig {
     pub offsets_replication_factor: i16,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.commit.timeout.ms`.
+    pub offsets_commit_timeout_ms: i64,
 }
 
 impl CoordinatorConfig {
@@ -68,6 +83,7 @@ impl CoordinatorConfig {
             offsets_partitions: c.offsets_topic_num_partitions,
             offsets_replication_factor: c.offsets_topic_replication_factor,
             offset_metadata_max_bytes: c.offset_metadata_max_bytes.max(0) as usize,
+            offsets_commit_timeout_ms: i64::from(c.offsets_commit_timeout_ms.max(1)),
         }
     }
 }
@@ -89,6 +105,10 @@ impl Clock {
 struct SlotInner {
     group: Group,
     waiters: HashMap<RequestId, oneshot::Sender<Reply>>,
+    /// The latest offset write per partition still waiting for replication (its commit
+    /// sequence): only that write may update the in-memory offset when it completes, so an
+    /// older commit finishing late never overwrites a newer one.
+    pending: HashMap<TopicPartitionKey, u64>,
 }
 
 /// One group with its waiting requests and its `__consumer_offsets` partition.
@@ -124,6 +144,7 @@ impl GroupSlot {
             if let Err(e) = append(
                 &self.partition,
                 vec![(key, Some(records::group_value(&stored)))],
+                None,
             ) {
                 // The in-memory group stays authoritative; a restart would reload the
                 // previous generation, and its members would rejoin.
@@ -144,12 +165,87 @@ impl GroupSlot {
 }
 
 /// Why a submitted request got no reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unanswered {
     /// The group does not exist (and was not to be created).
     NoGroup,
     /// The broker is shutting down, or the group went away while the request waited.
     Interrupted,
+    /// This node does not (yet) coordinate the group: NOT_COORDINATOR or
+    /// COORDINATOR_LOAD_IN_PROGRESS.
+    Refused(GroupError),
+}
+
+/// What this node holds of one `__consumer_offsets` partition it leads.
+#[derive(Debug)]
+enum Ownership {
+    /// The load task of leader epoch `epoch` is replaying the log.
+    Loading {
+        epoch: i32,
+        cancel: CancellationToken,
+    },
+    /// The partition's groups are installed for leader epoch `epoch`.
+    Loaded { epoch: i32 },
+}
+
+/// The state shared with the coordinator's tasks.
+#[derive(Debug, Default)]
+struct Registry {
+    /// By offsets partition index.
+    owned: Mutex<HashMap<i32, Ownership>>,
+    groups: Mutex<HashMap<String, Arc<GroupSlot>>>,
+    timers: Mutex<JoinSet<()>>,
+    /// Partition loads and the leadership watcher.
+    tasks: Mutex<JoinSet<()>>,
+    /// Slots loaded before the runtime ran (at open); [`GroupCoordinator::start`] starts them.
+    unstarted: Mutex<Vec<Arc<GroupSlot>>>,
+}
+
+impl Registry {
+    /// Drops the groups of offsets partition `index`: their waiting requests are answered
+    /// NOT_COORDINATOR (the senders drop) and their timers end (the group is dead).
+    fn unload(&self, index: i32) {
+        let dropped: Vec<Arc<GroupSlot>> = {
+            let mut groups = self.groups.lock();
+            let ids: Vec<String> = groups
+                .iter()
+                .filter(|(_, s)| s.partition.tp.partition == index)
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.iter().filter_map(|id| groups.remove(id)).collect()
+        };
+        if !dropped.is_empty() {
+            tracing::info!(
+                partition = index,
+                groups = dropped.len(),
+                "no longer coordinator: unloaded groups"
+            );
+        }
+        for slot in dropped {
+            let mut inner = slot.inner.lock();
+            inner.waiters.clear();
+            inner.pending.clear();
+            inner.group.mark_dead();
+            drop(inner);
+            slot.wake.notify_one();
+        }
+    }
+
+    /// Installs loaded groups and starts their timers.
+    fn install(
+        &self,
+        slots: Vec<(String, Arc<GroupSlot>)>,
+        clock: Clock,
+        cancel: &CancellationToken,
+    ) {
+        let mut groups = self.groups.lock();
+        let mut timers = self.timers.lock();
+        while timers.try_join_next().is_some() {}
+        for (id, slot) in slots {
+            timers.spawn(run_timer(Arc::clone(&slot), clock, cancel.clone()));
+            groups.insert(id, slot);
+        }
+    }
 }
 
 /// The group coordinator. See the module docs.
@@ -160,9 +256,10 @@ pub struct GroupCoordinator {
     offsets_topic: RwLock<Option<Arc<Topic>>>,
     /// Serializes the creation of `__consumer_offsets`.
     create: Mutex<()>,
-    groups: Mutex<HashMap<String, Arc<GroupSlot>>>,
+    reg: Arc<Registry>,
     next_request: AtomicU64,
-    timers: Mutex<JoinSet<()>>,
+    /// `min.insync.replicas` of `__consumer_offsets` as last seen (the HW rule needs it).
+    offsets_min_isr: AtomicI32,
     cancel: CancellationToken,
 }
 
@@ -180,9 +277,9 @@ impl GroupCoordinator {
             clock: Clock(Instant::now()),
             offsets_topic: RwLock::new(None),
             create: Mutex::new(()),
-            groups: Mutex::new(HashMap::new()),
+            reg: Arc::new(Registry::default()),
             next_request: AtomicU64::new(1),
-            timers: Mutex::new(JoinSet::new()),
+            offsets_min_isr: AtomicI32::new(1),
             cancel: CancellationToken::new(),
         }
     }
@@ -197,86 +294,176 @@ impl GroupCoordinator {
         self.config.offset_metadata_max_bytes
     }
 
-    /// Rebuilds groups and offsets from `__consumer_offsets`, if it exists. Blocking (reads the
-    /// logs); called once when the broker opens.
+    /// Loads, synchronously, every `__consumer_offsets` partition this node leads now (at open:
+    /// a single node leads them all). Blocking (reads the logs). Their timers start with
+    /// [`GroupCoordinator::start`].
     pub fn load(&self, broker: &Broker) -> Result<()> {
         let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
             return Ok(());
         };
-        let now = self.clock.now();
-        let mut loaded = 0usize;
-        let mut slots = HashMap::new();
-        for partition in &topic.partitions {
-            let mut latest: BTreeMap<Key, Option<Bytes>> = BTreeMap::new();
-            replay(partition, &mut latest)?;
-            let mut offsets: HashMap<String, BTreeMap<TopicPartitionKey, CommittedOffset>> =
-                HashMap::new();
-            let mut metadata: HashMap<String, StoredGroup> = HashMap::new();
-            for (key, value) in latest {
-                let Some(value) = value else { continue };
-                match key {
-                    Key::Offset {
-                        group,
-                        topic,
-                        partition,
-                    } => match records::decode_offset_value(value) {
-                        Ok(o) => {
-                            offsets
-                                .entry(group)
-                                .or_default()
-                                .insert((topic, partition), o);
-                        }
-                        Err(e) => tracing::warn!(%group, error = %e, "skipping offset record"),
-                    },
-                    Key::Group(group) => match records::decode_group_value(value) {
-                        Ok(g) => {
-                            metadata.insert(group, g);
-                        }
-                        Err(e) => tracing::warn!(%group, error = %e, "skipping group record"),
-                    },
-                }
-            }
-            let mut ids: Vec<String> = offsets.keys().chain(metadata.keys()).cloned().collect();
-            ids.sort();
-            ids.dedup();
-            for id in ids {
-                let stored = metadata.remove(&id).unwrap_or(StoredGroup {
-                    protocol_type: String::new(),
-                    generation: 0,
-                    protocol: None,
-                    leader: None,
-                    current_state_timestamp: -1,
-                    members: Vec::new(),
-                });
-                let group = Group::load(
-                    id.clone(),
-                    self.config.group,
-                    stored,
-                    offsets.remove(&id).unwrap_or_default(),
-                    now,
-                );
-                slots.insert(id, self.new_slot(group, Arc::clone(partition)));
-                loaded += 1;
-            }
-        }
-        tracing::info!(
-            groups = loaded,
-            "loaded consumer groups from {OFFSETS_TOPIC}"
-        );
-        *self.groups.lock() = slots;
+        self.offsets_min_isr
+            .store(broker.min_insync_replicas(&topic), Ordering::Relaxed);
+        let loaded = self.load_leading(&topic)?;
+        self.reg.unstarted.lock().extend(loaded);
         *self.offsets_topic.write() = Some(topic);
         Ok(())
     }
 
-    /// Starts the timer tasks of loaded groups. Needs a tokio runtime; idempotent.
-    pub fn start(&self) {
-        let slots: Vec<Arc<GroupSlot>> = self.groups.lock().values().cloned().collect();
-        let mut timers = self.timers.lock();
-        if !timers.is_empty() {
+    /// Loads the partitions of `topic` this node leads and does not hold yet, inline. Returns
+    /// the new slots (timers not started).
+    fn load_leading(&self, topic: &Topic) -> Result<Vec<Arc<GroupSlot>>> {
+        let mut out = Vec::new();
+        let mut owned = self.reg.owned.lock();
+        for partition in &topic.partitions {
+            let index = partition.tp.partition;
+            let epoch = partition.leader_epoch();
+            if partition.role() != Role::Leader
+                || matches!(owned.get(&index), Some(Ownership::Loaded { epoch: e }) if *e == epoch)
+            {
+                continue;
+            }
+            if let Some(Ownership::Loading { cancel, .. }) = owned.remove(&index) {
+                cancel.cancel();
+            }
+            self.reg.unload(index);
+            let slots = load_groups(partition, self.config.group, self.clock.now())?;
+            tracing::info!(
+                partition = index,
+                epoch,
+                groups = slots.len(),
+                "loaded consumer groups from {OFFSETS_TOPIC}"
+            );
+            let mut groups = self.reg.groups.lock();
+            for (id, slot) in slots {
+                out.push(Arc::clone(&slot));
+                groups.insert(id, slot);
+            }
+            owned.insert(index, Ownership::Loaded { epoch });
+        }
+        Ok(out)
+    }
+
+    /// Starts the timers of groups loaded at open and the leadership watcher. Needs a tokio
+    /// runtime; call once.
+    pub fn start(&self, broker: &Arc<Broker>) {
+        let slots: Vec<Arc<GroupSlot>> = std::mem::take(&mut *self.reg.unstarted.lock());
+        {
+            let mut timers = self.reg.timers.lock();
+            for slot in slots {
+                timers.spawn(run_timer(slot, self.clock, self.cancel.clone()));
+            }
+        }
+        self.reg.tasks.lock().spawn(watch_leadership(
+            Arc::downgrade(broker),
+            broker.replica_changes(),
+            self.cancel.clone(),
+        ));
+    }
+
+    /// Re-derives what this node coordinates from the roles of its `__consumer_offsets`
+    /// replicas: starts loads for partitions it now leads, unloads those it no longer leads.
+    pub fn reconcile_all(&self, broker: &Broker) {
+        let Some(topic) = broker.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        self.offsets_min_isr
+            .store(broker.min_insync_replicas(&topic), Ordering::Relaxed);
+        for partition in &topic.partitions {
+            self.reconcile(partition);
+        }
+        // Partitions this node stopped being a replica of.
+        let gone: Vec<i32> = {
+            let owned = self.reg.owned.lock();
+            owned
+                .keys()
+                .copied()
+                .filter(|i| topic.local(*i).is_none())
+                .collect()
+        };
+        for index in gone {
+            let mut owned = self.reg.owned.lock();
+            if let Some(Ownership::Loading { cancel, .. }) = owned.remove(&index) {
+                cancel.cancel();
+            }
+            self.reg.unload(index);
+        }
+        *self.offsets_topic.write() = Some(topic);
+    }
+
+    /// Compares one offsets partition's role with what is held, and acts: a new leadership
+    /// (or leader epoch) starts a load task, a lost one unloads.
+    fn reconcile(&self, partition: &Arc<Partition>) {
+        let index = partition.tp.partition;
+        let leader = partition.role() == Role::Leader;
+        let epoch = partition.leader_epoch();
+        let mut owned = self.reg.owned.lock();
+        let held = match owned.get(&index) {
+            Some(Ownership::Loaded { epoch: e } | Ownership::Loading { epoch: e, .. }) => Some(*e),
+            None => None,
+        };
+        if (leader && held == Some(epoch)) || (!leader && held.is_none()) {
             return;
         }
-        for slot in slots {
-            timers.spawn(run_timer(slot, self.clock, self.cancel.clone()));
+        // Spawning needs a runtime; without one (a blocking open) the next request retries.
+        if leader && tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        if let Some(Ownership::Loading { cancel, .. }) = owned.remove(&index) {
+            cancel.cancel();
+        }
+        self.reg.unload(index);
+        if leader {
+            let cancel = self.cancel.child_token();
+            owned.insert(
+                index,
+                Ownership::Loading {
+                    epoch,
+                    cancel: cancel.clone(),
+                },
+            );
+            tracing::info!(
+                partition = index,
+                epoch,
+                "became coordinator: loading groups"
+            );
+            let mut tasks = self.reg.tasks.lock();
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(load_partition(LoadJob {
+                reg: Arc::clone(&self.reg),
+                partition: Arc::clone(partition),
+                epoch,
+                cancel,
+                config: self.config.group,
+                clock: self.clock,
+                shutdown: self.cancel.clone(),
+            }));
+        }
+    }
+
+    /// The group's offsets partition if this node coordinates the group now; otherwise
+    /// NOT_COORDINATOR, or COORDINATOR_LOAD_IN_PROGRESS while its load runs.
+    fn coordinated(&self, group_id: &str) -> Result<Arc<Partition>, GroupError> {
+        let topic = self
+            .offsets_topic
+            .read()
+            .clone()
+            .ok_or(GroupError::CoordinatorNotAvailable)?;
+        let index = records::partition_for(group_id, topic.partition_count);
+        // In a cluster this broker holds only the partitions it is a replica of.
+        let partition = topic
+            .local(index)
+            .cloned()
+            .ok_or(GroupError::NotCoordinator)?;
+        self.reconcile(&partition);
+        let owned = self.reg.owned.lock();
+        match owned.get(&index) {
+            Some(Ownership::Loaded { epoch })
+                if partition.role() == Role::Leader && partition.leader_epoch() == *epoch =>
+            {
+                Ok(partition)
+            }
+            Some(Ownership::Loading { .. }) => Err(GroupError::CoordinatorLoadInProgress),
+            _ => Err(GroupError::NotCoordinator),
         }
     }
 
@@ -325,6 +512,19 @@ impl GroupCoordinator {
         let topic = broker
             .topic(OFFSETS_TOPIC)
             .ok_or_else(|| group_err("", GroupError::CoordinatorNotAvailable))?;
+        self.offsets_min_isr
+            .store(broker.min_insync_replicas(&topic), Ordering::Relaxed);
+        // A fresh topic's partitions are empty: loading them inline means the first group
+        // request is served instead of answered COORDINATOR_LOAD_IN_PROGRESS.
+        let loaded = self.load_leading(&topic)?;
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let mut timers = self.reg.timers.lock();
+            for slot in loaded {
+                timers.spawn(run_timer(slot, self.clock, self.cancel.clone()));
+            }
+        } else {
+            self.reg.unstarted.lock().extend(loaded);
+        }
         *self.offsets_topic.write() = Some(Arc::clone(&topic));
         Ok(topic)
     }
@@ -334,40 +534,35 @@ impl GroupCoordinator {
         self.offsets_topic.read().is_some()
     }
 
-    fn new_slot(&self, group: Group, partition: Arc<Partition>) -> Arc<GroupSlot> {
-        Arc::new(GroupSlot {
-            partition,
-            inner: Mutex::new(SlotInner {
-                group,
-                waiters: HashMap::new(),
-            }),
-            wake: Notify::new(),
-        })
-    }
-
-    fn slot(&self, group_id: &str) -> Option<Arc<GroupSlot>> {
-        self.groups.lock().get(group_id).cloned()
+    /// The group's slot, if this node coordinates the group (error otherwise) and it exists.
+    fn slot(&self, group_id: &str) -> Result<Option<Arc<GroupSlot>>, GroupError> {
+        // Without `__consumer_offsets` there are no groups anywhere.
+        if self.offsets_topic.read().is_none() {
+            return Ok(None);
+        }
+        self.coordinated(group_id)?;
+        Ok(self.reg.groups.lock().get(group_id).cloned())
     }
 
     fn get_or_create(&self, group_id: &str) -> Result<Arc<GroupSlot>, GroupError> {
-        let topic = self
-            .offsets_topic
-            .read()
-            .clone()
-            .ok_or(GroupError::CoordinatorNotAvailable)?;
-        let mut groups = self.groups.lock();
+        let partition = self.coordinated(group_id)?;
+        // Under the ownership lock, so an unload cannot run between the check and the insert
+        // and leave a group of a partition this node no longer leads.
+        let owned = self.reg.owned.lock();
+        let loaded = matches!(
+            owned.get(&partition.tp.partition),
+            Some(Ownership::Loaded { epoch }) if *epoch == partition.leader_epoch()
+        );
+        if !loaded {
+            return Err(GroupError::NotCoordinator);
+        }
+        let mut groups = self.reg.groups.lock();
         if let Some(s) = groups.get(group_id) {
             return Ok(Arc::clone(s));
         }
-        let index = records::partition_for(group_id, topic.partition_count);
-        // In a cluster this broker holds only the partitions it is a replica of.
-        let partition = topic
-            .local(index)
-            .cloned()
-            .ok_or(GroupError::CoordinatorNotAvailable)?;
-        let slot = self.new_slot(Group::new(group_id, self.config.group), partition);
+        let slot = new_slot(Group::new(group_id, self.config.group), partition);
         groups.insert(group_id.to_string(), Arc::clone(&slot));
-        let mut timers = self.timers.lock();
+        let mut timers = self.reg.timers.lock();
         // Reap finished timers (deleted groups) so the set does not grow without bound.
         while timers.try_join_next().is_some() {}
         timers.spawn(run_timer(
@@ -393,14 +588,22 @@ impl GroupCoordinator {
         event: impl FnOnce(RequestId) -> Event,
     ) -> Result<Reply, Unanswered> {
         let slot = if create {
-            self.get_or_create(group_id)
-                .map_err(|_| Unanswered::Interrupted)?
+            self.get_or_create(group_id).map_err(Unanswered::Refused)?
         } else {
-            self.slot(group_id).ok_or(Unanswered::NoGroup)?
+            self.slot(group_id)
+                .map_err(Unanswered::Refused)?
+                .ok_or(Unanswered::NoGroup)?
         };
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        slot.inner.lock().waiters.insert(id, tx);
+        {
+            let mut inner = slot.inner.lock();
+            // Unloaded (leadership lost) between the lookup and now.
+            if inner.group.state() == GroupState::Dead {
+                return Err(Unanswered::Refused(GroupError::NotCoordinator));
+            }
+            inner.waiters.insert(id, tx);
+        }
         slot.step(self.clock, event(id));
         tokio::select! {
             reply = rx => reply.map_err(|_| Unanswered::Interrupted),
@@ -415,51 +618,88 @@ impl GroupCoordinator {
         }
     }
 
-    /// OffsetCommit for one group: validates membership and generation, persists, then
-    /// updates the in-memory offsets. An unknown group is created only for a commit outside
-    /// group management (generation < 0), as Kafka does.
-    pub fn commit_offsets(
+    /// OffsetCommit for one group: validates membership and generation, appends, waits until
+    /// the offsets partition's HW passed the batch (bounded by `offsets.commit.timeout.ms`:
+    /// REQUEST_TIMED_OUT), then updates the in-memory offsets. A lost leadership is
+    /// NOT_COORDINATOR. An unknown group is created only for a commit outside group management
+    /// (generation < 0), as Kafka does.
+    pub async fn commit_offsets(
         &self,
+        shutdown: &CancellationToken,
         group_id: &str,
         member_id: &str,
         group_instance_id: Option<&str>,
         generation_id: i32,
         offsets: Vec<(TopicPartitionKey, CommittedOffset)>,
     ) -> Result<()> {
-        let slot = match self.slot(group_id) {
+        let slot = match self.slot(group_id).map_err(|e| group_err(group_id, e))? {
             Some(s) => s,
             None if generation_id < 0 => self
                 .get_or_create(group_id)
                 .map_err(|e| group_err(group_id, e))?,
             None => return Err(group_err(group_id, GroupError::IllegalGeneration)),
         };
-        let mut inner = slot.inner.lock();
-        inner
-            .group
-            .validate_commit(
-                self.clock.now(),
-                member_id,
-                group_instance_id,
-                generation_id,
-            )
-            .map_err(|e| group_err(group_id, e))?;
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let batch = offsets
-            .iter()
-            .map(|((t, p), o)| {
-                (
-                    records::offset_key(group_id, t, *p),
-                    Some(records::offset_value(o)),
+        let min_isr = self.offsets_min_isr.load(Ordering::Relaxed);
+        let (seq, last_offset, epoch) = {
+            let mut inner = slot.inner.lock();
+            if inner.group.state() == GroupState::Dead {
+                return Err(group_err(group_id, GroupError::NotCoordinator));
+            }
+            inner
+                .group
+                .validate_commit(
+                    self.clock.now(),
+                    member_id,
+                    group_instance_id,
+                    generation_id,
                 )
-            })
-            .collect();
-        append(&slot.partition, batch)?;
-        inner.group.offsets.extend(offsets);
+                .map_err(|e| group_err(group_id, e))?;
+            if offsets.is_empty() {
+                return Ok(());
+            }
+            let batch = offsets
+                .iter()
+                .map(|((t, p), o)| {
+                    (
+                        records::offset_key(group_id, t, *p),
+                        Some(records::offset_value(o)),
+                    )
+                })
+                .collect();
+            let (last_offset, epoch) = append(&slot.partition, batch, Some(min_isr))
+                .map_err(|e| not_leader_is_not_coordinator(group_id, e))?;
+            let seq = self.next_request.fetch_add(1, Ordering::Relaxed);
+            for (tp, _) in &offsets {
+                inner.pending.insert(tp.clone(), seq);
+            }
+            (seq, last_offset, epoch)
+        };
+        let timeout_ms = self.config.offsets_commit_timeout_ms;
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
+        let replicated = tokio::select! {
+            r = slot.partition.wait_for_replication(last_offset, epoch, min_isr, deadline, timeout_ms, shutdown) => r,
+            _ = self.cancel.cancelled() => Err(BrokerError::RequestTimedOut(timeout_ms)),
+        };
+        let mut inner = slot.inner.lock();
+        for (tp, o) in offsets {
+            if inner.pending.get(&tp) == Some(&seq) {
+                inner.pending.remove(&tp);
+                if replicated.is_ok() {
+                    inner.group.offsets.insert(tp, o);
+                }
+            }
+        }
         drop(inner);
         slot.wake.notify_one();
-        Ok(())
+        replicated.map_err(|e| match e {
+            // Kafka answers a commit whose replicas fell short with COORDINATOR_NOT_AVAILABLE.
+            BrokerError::NotEnoughReplicasAfterAppend { .. }
+            | BrokerError::NotEnoughReplicas { .. } => {
+                group_err(group_id, GroupError::CoordinatorNotAvailable)
+            }
+            e => not_leader_is_not_coordinator(group_id, e),
+        })
     }
 
     /// Committed offsets of a group: all of them (`None`), or the requested partitions (`None`
@@ -468,16 +708,16 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         wanted: Option<Vec<TopicPartitionKey>>,
-    ) -> Vec<(TopicPartitionKey, Option<CommittedOffset>)> {
-        let Some(slot) = self.slot(group_id) else {
-            return wanted
+    ) -> Result<Vec<(TopicPartitionKey, Option<CommittedOffset>)>, GroupError> {
+        let Some(slot) = self.slot(group_id)? else {
+            return Ok(wanted
                 .unwrap_or_default()
                 .into_iter()
                 .map(|tp| (tp, None))
-                .collect();
+                .collect());
         };
         let inner = slot.inner.lock();
-        match wanted {
+        Ok(match wanted {
             None => inner
                 .group
                 .offsets
@@ -491,12 +731,14 @@ impl GroupCoordinator {
                     (tp, o)
                 })
                 .collect(),
-        }
+        })
     }
 
     /// Every group: (id, protocol type, state).
     pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        // Only groups of partitions this node leads are registered.
         let slots: Vec<(String, Arc<GroupSlot>)> = self
+            .reg
             .groups
             .lock()
             .iter()
@@ -519,16 +761,20 @@ impl GroupCoordinator {
         out
     }
 
-    /// DescribeGroups' view of one group, if it exists.
-    pub fn describe(&self, group_id: &str) -> Option<GroupSummary> {
-        let slot = self.slot(group_id)?;
+    /// DescribeGroups' view of one group, if it exists (error: not coordinated here).
+    pub fn describe(&self, group_id: &str) -> Result<Option<GroupSummary>, GroupError> {
+        let Some(slot) = self.slot(group_id)? else {
+            return Ok(None);
+        };
         let inner = slot.inner.lock();
-        Some(inner.group.summary())
+        Ok(Some(inner.group.summary()))
     }
 
     /// DeleteGroups: an empty group's offsets and metadata are tombstoned, then it is gone.
     pub fn delete_group(&self, group_id: &str) -> Result<()> {
-        let mut groups = self.groups.lock();
+        self.coordinated(group_id)
+            .map_err(|e| group_err(group_id, e))?;
+        let mut groups = self.reg.groups.lock();
         let slot = groups
             .get(group_id)
             .cloned()
@@ -545,7 +791,8 @@ impl GroupCoordinator {
             .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
             .collect();
         tombstones.push((records::group_key(group_id), None));
-        append(&slot.partition, tombstones)?;
+        append(&slot.partition, tombstones, None)
+            .map_err(|e| not_leader_is_not_coordinator(group_id, e))?;
         inner.group.offsets.clear();
         inner.group.mark_dead();
         groups.remove(group_id);
@@ -563,6 +810,7 @@ impl GroupCoordinator {
     ) -> Result<Vec<(TopicPartitionKey, Option<GroupError>)>> {
         let slot = self
             .slot(group_id)
+            .map_err(|e| group_err(group_id, e))?
             .ok_or_else(|| group_err(group_id, GroupError::GroupIdNotFound))?;
         let mut inner = slot.inner.lock();
         let checks = inner
@@ -576,7 +824,8 @@ impl GroupCoordinator {
             .map(|((t, p), _)| (records::offset_key(group_id, t, *p), None))
             .collect();
         if !tombstones.is_empty() {
-            append(&slot.partition, tombstones)?;
+            append(&slot.partition, tombstones, None)
+                .map_err(|e| not_leader_is_not_coordinator(group_id, e))?;
         }
         for (tp, err) in &results {
             if err.is_none() {
@@ -591,6 +840,162 @@ fn group_err(group: &str, source: GroupError) -> BrokerError {
     BrokerError::Group {
         group: group.to_string(),
         source,
+    }
+}
+
+/// A write to an offsets partition this node no longer leads: the client must find the new
+/// coordinator.
+fn not_leader_is_not_coordinator(group: &str, e: BrokerError) -> BrokerError {
+    match e {
+        BrokerError::NotLeaderOrFollower { .. }
+        | BrokerError::FencedLeaderEpoch(_)
+        | BrokerError::UnknownLeaderEpoch(_) => group_err(group, GroupError::NotCoordinator),
+        e => e,
+    }
+}
+
+fn new_slot(group: Group, partition: Arc<Partition>) -> Arc<GroupSlot> {
+    Arc::new(GroupSlot {
+        partition,
+        inner: Mutex::new(SlotInner {
+            group,
+            waiters: HashMap::new(),
+            pending: HashMap::new(),
+        }),
+        wake: Notify::new(),
+    })
+}
+
+/// Replays one offsets partition to its log end (a new leader's log is the committed log after
+/// truncation) and builds its groups. Blocking.
+fn load_groups(
+    partition: &Arc<Partition>,
+    config: GroupConfig,
+    now: i64,
+) -> Result<Vec<(String, Arc<GroupSlot>)>> {
+    let mut latest: BTreeMap<Key, Option<Bytes>> = BTreeMap::new();
+    replay(partition, &mut latest)?;
+    let mut offsets: HashMap<String, BTreeMap<TopicPartitionKey, CommittedOffset>> = HashMap::new();
+    let mut metadata: HashMap<String, StoredGroup> = HashMap::new();
+    for (key, value) in latest {
+        let Some(value) = value else { continue };
+        match key {
+            Key::Offset {
+                group,
+                topic,
+                partition,
+            } => match records::decode_offset_value(value) {
+                Ok(o) => {
+                    offsets
+                        .entry(group)
+                        .or_default()
+                        .insert((topic, partition), o);
+                }
+                Err(e) => tracing::warn!(%group, error = %e, "skipping offset record"),
+            },
+            Key::Group(group) => match records::decode_group_value(value) {
+                Ok(g) => {
+                    metadata.insert(group, g);
+                }
+                Err(e) => tracing::warn!(%group, error = %e, "skipping group record"),
+            },
+        }
+    }
+    let mut ids: Vec<String> = offsets.keys().chain(metadata.keys()).cloned().collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let stored = metadata.remove(&id).unwrap_or(StoredGroup {
+                protocol_type: String::new(),
+                generation: 0,
+                protocol: None,
+                leader: None,
+                current_state_timestamp: -1,
+                members: Vec::new(),
+            });
+            let group = Group::load(
+                id.clone(),
+                config,
+                stored,
+                offsets.remove(&id).unwrap_or_default(),
+                now,
+            );
+            (id, new_slot(group, Arc::clone(partition)))
+        })
+        .collect())
+}
+
+/// One partition load (see [`load_partition`]).
+struct LoadJob {
+    reg: Arc<Registry>,
+    partition: Arc<Partition>,
+    epoch: i32,
+    /// Cancelled when the leadership this load is for ends.
+    cancel: CancellationToken,
+    config: GroupConfig,
+    clock: Clock,
+    shutdown: CancellationToken,
+}
+
+/// Replays an offsets partition off the runtime and installs its groups, unless the
+/// leadership it was started for ended meanwhile.
+async fn load_partition(job: LoadJob) {
+    let index = job.partition.tp.partition;
+    let partition = Arc::clone(&job.partition);
+    let (config, now) = (job.config, job.clock.now());
+    let read = tokio::select! {
+        r = tokio::task::spawn_blocking(move || load_groups(&partition, config, now)) => r,
+        _ = job.cancel.cancelled() => return,
+    };
+    let mut owned = job.reg.owned.lock();
+    let current = matches!(
+        owned.get(&index),
+        Some(Ownership::Loading { epoch, cancel }) if *epoch == job.epoch && !cancel.is_cancelled()
+    );
+    if !current {
+        return;
+    }
+    match read {
+        Ok(Ok(slots)) => {
+            tracing::info!(
+                partition = index,
+                epoch = job.epoch,
+                groups = slots.len(),
+                "loaded consumer groups from {OFFSETS_TOPIC}"
+            );
+            job.reg.install(slots, job.clock, &job.shutdown);
+            owned.insert(index, Ownership::Loaded { epoch: job.epoch });
+        }
+        Ok(Err(e)) => {
+            // Forget the attempt: the next request or leadership change starts another.
+            tracing::warn!(partition = index, error = %crate::error::message(&e), "cannot load {OFFSETS_TOPIC}");
+            owned.remove(&index);
+        }
+        Err(e) => {
+            tracing::warn!(partition = index, error = %e, "{OFFSETS_TOPIC} load task failed");
+            owned.remove(&index);
+        }
+    }
+}
+
+/// Re-checks the offsets partitions whenever some partition's role changes. Holds the broker
+/// weakly (the broker owns the coordinator that owns this task).
+async fn watch_leadership(
+    broker: Weak<Broker>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    cancel: CancellationToken,
+) {
+    loop {
+        {
+            let Some(b) = broker.upgrade() else { return };
+            b.groups().reconcile_all(&b);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
+        }
     }
 }
 
@@ -622,7 +1027,11 @@ async fn run_timer(slot: Arc<GroupSlot>, clock: Clock, cancel: CancellationToken
 /// `__consumer_offsets` partition as its leader (NOT_LEADER_OR_FOLLOWER otherwise) and recomputes
 /// its high watermark (single node: the ISR is this node, so HW = LEO). The page-cache write
 /// happens inline, as Produce does it.
-fn append(partition: &Partition, entries: Vec<(Bytes, Option<Bytes>)>) -> Result<()> {
+fn append(
+    partition: &Partition,
+    entries: Vec<(Bytes, Option<Bytes>)>,
+    min_isr: Option<i32>,
+) -> Result<(i64, i32)> {
     let now = now_ms();
     let records: Vec<Record> = entries
         .into_iter()
@@ -656,10 +1065,10 @@ fn append(partition: &Partition, entries: Vec<(Bytes, Option<Bytes>)>) -> Result
     .map_err(|e| BrokerError::InvalidRecord(format!("cannot encode group records: {e}")))?;
     let records = buf.freeze();
     // Only the leader appends, stamping its epoch; the HW moves as the ISR replicates it.
-    partition.append_as_leader(None, None, |log, epoch| {
+    let (info, epoch) = partition.append_as_leader(min_isr, None, |log, epoch| {
         Ok(log.append_as_leader(records, epoch, now)?)
     })?;
-    Ok(())
+    Ok((info.last_offset, epoch))
 }
 
 /// Size of a v2 record batch header; anything shorter cannot be a batch.

@@ -8,8 +8,9 @@
 //! - [`records`]: Kafka's `__consumer_offsets` key/value formats and the group → partition hash.
 //!
 //! The coordinator of a group is the leader of its `__consumer_offsets` partition; on one node
-//! that is always this node. Groups and offsets are rebuilt from that topic at startup (last
-//! value per key wins, null values delete), as a new Kafka coordinator does.
+//! that is always this node. A broker that becomes leader of an offsets partition rebuilds that
+//! partition's groups and offsets from its log (last value per key wins, null values delete), as
+//! a new Kafka coordinator does, and drops them when it stops leading.
 
 pub mod coordinator;
 pub mod records;
@@ -26,6 +27,9 @@ pub enum GroupError {
     /// The group is being deleted, or `__consumer_offsets` is unavailable.
     #[error("the coordinator is not available")]
     CoordinatorNotAvailable,
+    /// This node leads the group's `__consumer_offsets` partition but is still loading it.
+    #[error("the coordinator is loading the group's offsets partition")]
+    CoordinatorLoadInProgress,
     /// This node does not coordinate the group (on one node: only while shutting down).
     #[error("this broker is not the group's coordinator")]
     NotCoordinator,

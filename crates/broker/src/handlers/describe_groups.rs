@@ -47,9 +47,10 @@ pub async fn handle(
                 return fail(described, GroupError::InvalidGroupId);
             }
             match ctx.broker.groups().describe(&id.0) {
-                None if v >= 6 => fail(described, GroupError::GroupIdNotFound),
-                None => described.with_group_state(str_bytes("Dead")),
-                Some(s) => described
+                Err(e) => fail(described, e),
+                Ok(None) if v >= 6 => fail(described, GroupError::GroupIdNotFound),
+                Ok(None) => described.with_group_state(str_bytes("Dead")),
+                Ok(Some(s)) => described
                     .with_group_state(str_bytes(s.state.as_str()))
                     .with_protocol_type(str_bytes(s.protocol_type))
                     .with_protocol_data(str_bytes(s.protocol))

@@ -38,6 +38,7 @@ pub async fn handle(ctx: &RequestContext, req: HeartbeatRequest) -> Reply<Heartb
             Ok(_) => Some(GroupError::CoordinatorNotAvailable),
             Err(Unanswered::NoGroup) => Some(GroupError::UnknownMemberId),
             Err(Unanswered::Interrupted) => Some(GroupError::NotCoordinator),
+            Err(Unanswered::Refused(e)) => Some(e),
         }
     };
     Reply::Respond(HeartbeatResponse::default().with_error_code(error::group_code(result.as_ref())))

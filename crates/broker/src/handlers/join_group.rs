@@ -116,6 +116,7 @@ pub async fn handle(ctx: &RequestContext, req: JoinGroupRequest) -> Reply<JoinGr
         Ok(_) => error_response(member_id, GroupError::CoordinatorNotAvailable),
         Err(Unanswered::NoGroup) => error_response(member_id, GroupError::UnknownMemberId),
         Err(Unanswered::Interrupted) => error_response(member_id, GroupError::NotCoordinator),
+        Err(Unanswered::Refused(e)) => error_response(member_id, e),
     };
     Reply::Respond(encode(v, resp))
 }

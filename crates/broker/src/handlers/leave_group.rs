@@ -52,6 +52,7 @@ pub async fn handle(ctx: &RequestContext, req: LeaveGroupRequest) -> Reply<Leave
             // Unknown group: every member is unknown, the request itself is fine.
             Err(Unanswered::NoGroup) => Ok(vec![Some(GroupError::UnknownMemberId); leaving.len()]),
             Err(Unanswered::Interrupted) => Err(GroupError::NotCoordinator),
+            Err(Unanswered::Refused(e)) => Err(e),
         }
     };
     let resp = match outcome {

@@ -68,13 +68,17 @@ pub async fn handle(ctx: &RequestContext, req: OffsetCommitRequest) -> Reply<Off
     let committed: Result<(), BrokerError> = if request_error.is_some() || to_commit.is_empty() {
         Ok(())
     } else {
-        broker.groups().commit_offsets(
-            &group_id,
-            &req.member_id,
-            req.group_instance_id.as_deref(),
-            req.generation_id_or_member_epoch,
-            to_commit,
-        )
+        broker
+            .groups()
+            .commit_offsets(
+                &ctx.shutdown,
+                &group_id,
+                &req.member_id,
+                req.group_instance_id.as_deref(),
+                req.generation_id_or_member_epoch,
+                to_commit,
+            )
+            .await
     };
     if let Err(e) = &committed {
         tracing::debug!(group = %group_id, error = %error::message(e), "offset commit rejected");

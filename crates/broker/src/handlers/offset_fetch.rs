@@ -11,6 +11,8 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
 use kafka_protocol::protocol::VersionRange;
 
 use super::{Reply, RequestContext, str_bytes, topic_name};
+use crate::error;
+use crate::group::GroupError;
 use crate::group::state::{CommittedOffset, TopicPartitionKey};
 
 /// Served versions: 1-9 (v2+ all topics with a null list, v8+ batched groups).
@@ -18,12 +20,18 @@ pub const VERSIONS: VersionRange = VersionRange { min: 1, max: 9 };
 
 type Fetched = BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>>;
 
-fn fetch(ctx: &RequestContext, group_id: &str, wanted: Option<Vec<TopicPartitionKey>>) -> Fetched {
+/// The group's offsets by topic, or why this node cannot answer for the group
+/// (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS).
+fn fetch(
+    ctx: &RequestContext,
+    group_id: &str,
+    wanted: Option<Vec<TopicPartitionKey>>,
+) -> Result<Fetched, GroupError> {
     let mut by_topic: Fetched = BTreeMap::new();
-    for ((topic, partition), o) in ctx.broker.groups().fetch_offsets(group_id, wanted) {
+    for ((topic, partition), o) in ctx.broker.groups().fetch_offsets(group_id, wanted)? {
         by_topic.entry(topic).or_default().push((partition, o));
     }
-    by_topic
+    Ok(by_topic)
 }
 
 fn parts<T>(
@@ -51,7 +59,15 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> Reply<Offs
                 })
                 .collect()
         });
-        let topics = fetch(ctx, &req.group_id.0, wanted)
+        let fetched = match fetch(ctx, &req.group_id.0, wanted) {
+            Ok(f) => f,
+            Err(e) => {
+                return Reply::Respond(
+                    OffsetFetchResponse::default().with_error_code(error::group_code(Some(&e))),
+                );
+            }
+        };
+        let topics = fetched
             .into_iter()
             .map(|(name, list)| {
                 OffsetFetchResponseTopic::default()
@@ -81,7 +97,15 @@ pub async fn handle(ctx: &RequestContext, req: OffsetFetchRequest) -> Reply<Offs
                     })
                     .collect()
             });
-            let topics = fetch(ctx, &g.group_id.0, wanted)
+            let fetched = match fetch(ctx, &g.group_id.0, wanted) {
+                Ok(f) => f,
+                Err(e) => {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(error::group_code(Some(&e)));
+                }
+            };
+            let topics = fetched
                 .into_iter()
                 .map(|(name, list)| {
                     OffsetFetchResponseTopics::default()

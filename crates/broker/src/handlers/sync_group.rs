@@ -54,6 +54,7 @@ pub async fn handle(ctx: &RequestContext, req: SyncGroupRequest) -> Reply<SyncGr
         Ok(_) => error_response(&GroupError::CoordinatorNotAvailable),
         Err(Unanswered::NoGroup) => error_response(&GroupError::UnknownMemberId),
         Err(Unanswered::Interrupted) => error_response(&GroupError::NotCoordinator),
+        Err(Unanswered::Refused(e)) => error_response(&e),
     };
     Reply::Respond(resp)
 }

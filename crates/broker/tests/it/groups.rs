@@ -1165,3 +1165,151 @@ mod real {
         );
     }
 }
+
+/// The coordinator serves a group only while it leads the group's `__consumer_offsets`
+/// partition: once the assignment moves the leadership away every group API answers
+/// NOT_COORDINATOR (16); when leadership comes back (a new leader epoch) the partition is
+/// reloaded from its log (COORDINATOR_LOAD_IN_PROGRESS (14) until then) with every commit.
+#[tokio::test]
+async fn ownership_follows_the_offsets_partition_leadership() {
+    use gregor_broker::cluster::PartitionAssignment;
+    let tb = start().await;
+    tb.create_topic("t", 3);
+    let mut c = tb.connect().await;
+    let resp = c
+        .send_version(&commit_req("owned", "", -1, "t", &[(0, 5), (2, 6)]), 8)
+        .await
+        .unwrap();
+    assert_eq!(commit_codes(&resp), vec![0, 0]);
+    let node = tb.broker.config().node_id;
+    let other = node + 1;
+    let p = partition_for("owned", 5);
+    let fetch_code = async |c: &mut Connection| {
+        let req = OffsetFetchRequest::default().with_groups(vec![
+            OffsetFetchRequestGroup::default()
+                .with_group_id(gid("owned"))
+                .with_member_epoch(-1)
+                .with_topics(None),
+        ]);
+        c.send_version(&req, 8).await.unwrap().groups[0].error_code
+    };
+
+    // Another broker leads the partition now.
+    tb.broker
+        .apply_assignment(
+            "__consumer_offsets",
+            p,
+            PartitionAssignment {
+                leader: Some(other),
+                leader_epoch: 1,
+                partition_epoch: 1,
+                replicas: vec![node, other],
+                isr: vec![node, other],
+                elr: vec![],
+            },
+        )
+        .unwrap();
+    assert_eq!(fetch_code(&mut c).await, 16);
+    let resp = c
+        .send_version(&commit_req("owned", "", -1, "t", &[(0, 50)]), 8)
+        .await
+        .unwrap();
+    assert_eq!(commit_codes(&resp), vec![16]);
+    let join = JoinGroupRequest::default()
+        .with_group_id(gid("owned"))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(StrBytes::from_static_str("consumer"));
+    assert_eq!(c.send_version(&join, 9).await.unwrap().error_code, 16);
+    // A group of another offsets partition is still served.
+    let other_group = (0..)
+        .map(|i| format!("g{i}"))
+        .find(|g| partition_for(g, 5) != p)
+        .unwrap();
+    let resp = c
+        .send_version(&commit_req(&other_group, "", -1, "t", &[(1, 3)]), 8)
+        .await
+        .unwrap();
+    assert_eq!(commit_codes(&resp), vec![0]);
+
+    // Leadership comes back in a new epoch: the partition is reloaded from its log.
+    tb.broker
+        .apply_assignment(
+            "__consumer_offsets",
+            p,
+            PartitionAssignment {
+                leader: Some(node),
+                leader_epoch: 2,
+                partition_epoch: 2,
+                replicas: vec![node],
+                isr: vec![node],
+                elr: vec![],
+            },
+        )
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match fetch_code(&mut c).await {
+            0 => break,
+            14 => assert!(std::time::Instant::now() < until, "still loading"),
+            other => panic!("unexpected error code {other} while reloading"),
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        fetch_offsets(&mut c, 8, "owned", "t", 3).await,
+        vec![5, -1, 6]
+    );
+}
+
+/// A commit is acknowledged only once the offsets partition's HW passed it: with a follower in
+/// the ISR that never fetches, the commit times out after `offsets.commit.timeout.ms` with
+/// REQUEST_TIMED_OUT (7) and the committed offset stays the previous one.
+#[tokio::test]
+async fn offset_commit_waits_for_replication_and_times_out() {
+    use gregor_broker::cluster::PartitionAssignment;
+    let tb = TestBroker::start_with(|c| {
+        c.group_initial_rebalance_delay_ms = 0;
+        c.group_min_session_timeout_ms = 500;
+        c.offsets_topic_num_partitions = 5;
+        c.offsets_commit_timeout_ms = 300;
+    })
+    .await;
+    tb.create_topic("t", 1);
+    let mut c = tb.connect().await;
+    let resp = c
+        .send_version(&commit_req("slow", "", -1, "t", &[(0, 5)]), 8)
+        .await
+        .unwrap();
+    assert_eq!(commit_codes(&resp), vec![0]);
+    let node = tb.broker.config().node_id;
+    // Still the leader (new epoch), now with a follower in the ISR that never fetches.
+    tb.broker
+        .apply_assignment(
+            "__consumer_offsets",
+            partition_for("slow", 5),
+            PartitionAssignment {
+                leader: Some(node),
+                leader_epoch: 1,
+                partition_epoch: 1,
+                replicas: vec![node, node + 1],
+                isr: vec![node, node + 1],
+                elr: vec![],
+            },
+        )
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let code = loop {
+        let resp = c
+            .send_version(&commit_req("slow", "", -1, "t", &[(0, 9)]), 8)
+            .await
+            .unwrap();
+        match commit_codes(&resp)[0] {
+            14 => assert!(std::time::Instant::now() < until, "still loading"),
+            code => break code,
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(code, 7, "REQUEST_TIMED_OUT");
+    assert_eq!(fetch_offsets(&mut c, 8, "slow", "t", 1).await, vec![5]);
+}

@@ -210,6 +210,11 @@ fn producer(client: &ClientConfig, cfg: &WorkloadConfig) -> anyhow::Result<Futur
         .set("retry.backoff.ms", "50")
         .set("retry.backoff.max.ms", "500")
         .set("linger.ms", "2");
+    if cfg.idempotent {
+        // Kafka's upper bound with idempotence (and librdkafka's cap): five batches in flight,
+        // the window the broker's duplicate detection covers.
+        c.set("max.in.flight.requests.per.connection", "5");
+    }
     if let Some(r) = cfg.retries {
         c.set("retries", r.to_string());
     }
