@@ -429,20 +429,14 @@ pub async fn start(
 /// is about to elect it).
 pub fn awaits_election(image: &MetadataImage, node: i32) -> bool {
     image.is_active(node)
-        && image
-            .topics
-            .values()
-            .flat_map(|t| &t.partitions)
-            .any(|p| {
-                // The controller's election order (KIP-966): an ISR member, else an ELR member,
-                // else the last known leader.
-                p.leader.is_none()
-                    && (p.isr.contains(&node)
-                        || (p.isr.is_empty() && p.elr.contains(&node))
-                        || (p.isr.is_empty()
-                            && p.elr.is_empty()
-                            && p.last_known_leader == Some(node)))
-            })
+        && image.topics.values().flat_map(|t| &t.partitions).any(|p| {
+            // The controller's election order (KIP-966): an ISR member, else an ELR member,
+            // else the last known leader.
+            p.leader.is_none()
+                && (p.isr.contains(&node)
+                    || (p.isr.is_empty() && p.elr.contains(&node))
+                    || (p.isr.is_empty() && p.elr.is_empty() && p.last_known_leader == Some(node)))
+        })
 }
 
 #[cfg(test)]
