@@ -205,3 +205,64 @@ fn the_default_node_keeps_topics_and_data_across_a_restart() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), vec!["one", "two"]);
 }
+
+/// A second process on a data directory that a live (here: frozen) process still owns refuses
+/// to start instead of recovering and appending to the same segments. Its metadata directory is
+/// its own, so only the data directory's lock can stop it.
+#[test]
+fn a_second_process_on_a_live_data_directory_refuses_to_start() {
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let first = Server::start(&data, &[]);
+    // Frozen like a paused container: alive, holding its files, doing nothing.
+    let pid = first.pid().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal("-STOP");
+    let second = Command::new(GREGOR)
+        .args([
+            "server",
+            "--listeners",
+            "PLAINTEXT://127.0.0.1:0",
+            "--log-dirs",
+        ])
+        .arg(&data)
+        .arg("--metadata-log-dir")
+        .arg(tmp.path().join("other-metadata"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for its exit; a second process that serves is killed by PID and fails.
+    let second_pid = second.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(second.wait_with_output());
+    });
+    let exited = rx.recv_timeout(common::DEADLINE).ok();
+    if exited.is_none() {
+        let _ = Command::new("kill").args(["-KILL", &second_pid]).status();
+        let _ = rx.recv_timeout(common::DEADLINE);
+    }
+    signal("-CONT");
+    let out = exited
+        .expect("the second process kept running on a locked data directory")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("another gregor process is using this data directory"),
+        "{err}"
+    );
+    // The owner is unharmed and stops cleanly.
+    assert!(first.terminate().success());
+}

@@ -131,6 +131,16 @@ pub enum StorageError {
         /// The producer's current epoch in this partition.
         current: i16,
     },
+    /// Another process (or another [`crate::LogManager`] in this one) holds the data
+    /// directory's lock file: two owners would append to and recover the same segments.
+    #[error("{path} is locked: another gregor process is using this data directory")]
+    DirectoryLocked {
+        /// The lock file.
+        path: PathBuf,
+        /// What `flock` said.
+        #[source]
+        source: io::Error,
+    },
     /// The caller passed an argument that makes no sense for this log.
     #[error("invalid argument: {reason}")]
     InvalidArgument {

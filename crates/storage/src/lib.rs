@@ -18,7 +18,8 @@
 //! - [`checkpoint`]: sealed state files (checkpoint, clean-shutdown marker), atomic writes.
 //! - [`epoch`]: the leader-epoch cache.
 //! - [`log`]: [`PartitionLog`], one partition: append, read, lookups, truncation, retention.
-//! - [`manager`]: [`LogManager`], a data directory of partitions and its background tasks.
+//! - [`manager`]: [`LogManager`], a data directory of partitions and its background tasks, and
+//!   [`DirLock`], the data directory's lock file (one owner at a time).
 //! - [`producer_state`]: idempotent-producer state per partition (dedupe window, sequence and
 //!   epoch checks), its snapshot file and its rebuild from batch headers.
 //! - [`config`]: [`LogConfig`], Kafka's topic configs and defaults.
@@ -46,5 +47,5 @@ pub use log::{
     AppendInfo, PartitionLog, ReadResult, RecoveryInfo, RetentionOutcome, SegmentInfo,
     TimestampOffset,
 };
-pub use manager::{LogManager, SharedLog, TopicPartition};
+pub use manager::{DirLock, LOCK_FILE, LogManager, SharedLog, TopicPartition};
 pub use producer_state::{BatchMetadata, ProducerCheck, ProducerSnapshot, ProducerStateManager};

@@ -25,6 +25,46 @@ const FLUSH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// `replica.high.watermark.checkpoint.interval.ms` default).
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// File name of the data directory's lock file (Kafka's name).
+pub const LOCK_FILE: &str = ".lock";
+
+/// An exclusive advisory lock (`flock`) on a data directory's [`LOCK_FILE`], held for as long as
+/// this value lives. The kernel drops it when the process dies (kill -9 included), so a stale
+/// lock file never blocks a restart; a process that is still alive, even frozen by SIGSTOP or a
+/// cgroup freeze, keeps it.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
+    path: PathBuf,
+}
+
+impl DirLock {
+    /// Takes the lock of `dir` (which must exist) without waiting: fails with
+    /// [`crate::StorageError::DirectoryLocked`] if anyone else holds it.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        let path = dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .ctx("open lock file", &path)?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| crate::StorageError::DirectoryLocked {
+                path: path.clone(),
+                source: e.into(),
+            },
+        )?;
+        Ok(DirLock { _file: file, path })
+    }
+
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// A topic partition; its directory is `<topic>-<partition>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
@@ -73,6 +113,9 @@ pub struct LogManager {
     data_dir: PathBuf,
     default_config: LogConfig,
     logs: Mutex<HashMap<TopicPartition, SharedLog>>,
+    /// Held until the manager is dropped (declared last, so released after the logs): one
+    /// owner per data directory.
+    _lock: DirLock,
 }
 
 /// Wall-clock milliseconds since the epoch.
@@ -84,7 +127,11 @@ pub fn now_ms() -> i64 {
 
 impl LogManager {
     /// Opens `data_dir`, creating it if needed, and every partition directory in it (running
-    /// recovery where the last shutdown was not clean).
+    /// recovery where the last shutdown was not clean). Takes the directory's lock first and
+    /// fails with [`crate::StorageError::DirectoryLocked`] while another owner (a second
+    /// process started before the first one died) holds it: two owners would each recover,
+    /// checkpoint and append to the same segments, and one's acknowledged writes could be cut
+    /// by the other's recovery or overwritten by its appends.
     pub fn open(
         data_dir: impl Into<PathBuf>,
         default_config: LogConfig,
@@ -92,6 +139,7 @@ impl LogManager {
     ) -> Result<Self> {
         let data_dir = data_dir.into();
         fs::create_dir_all(&data_dir).ctx("create data dir", &data_dir)?;
+        let lock = DirLock::acquire(&data_dir)?;
         let mut logs = HashMap::new();
         for entry in fs::read_dir(&data_dir).ctx("list data dir", &data_dir)? {
             let entry = entry.ctx("list data dir", &data_dir)?;
@@ -109,6 +157,7 @@ impl LogManager {
             data_dir,
             default_config,
             logs: Mutex::new(logs),
+            _lock: lock,
         })
     }
 

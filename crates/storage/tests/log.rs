@@ -869,3 +869,31 @@ fn a_new_leaders_epoch_starts_at_the_log_end_and_a_follower_drops_empty_terms() 
     assert_eq!(log.log_end_offset(), 5);
     assert_eq!(log.latest_epoch(), Some(2));
 }
+
+#[test]
+fn a_data_directory_has_one_owner_at_a_time() {
+    use gregor_storage::{LogManager, TopicPartition};
+    let tmp = tempfile::tempdir().unwrap();
+    let first = LogManager::open(tmp.path(), LogConfig::default(), NOW).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    let log = first.get_or_create(&tp, LogConfig::default(), NOW).unwrap();
+    log.write()
+        .append_as_leader(batch(2, NOW, "a", 8), 0, NOW)
+        .unwrap();
+    // A second owner (another process started before the first one died) is refused before it
+    // recovers, checkpoints or deletes anything.
+    let err = LogManager::open(tmp.path(), LogConfig::default(), NOW).unwrap_err();
+    assert!(
+        matches!(&err, StorageError::DirectoryLocked { path, .. } if path.ends_with(gregor_storage::LOCK_FILE)),
+        "{err:?}"
+    );
+    assert!(!tmp.path().join("t-0").join("clean-shutdown").exists());
+    assert_eq!(log.read().log_end_offset(), 2);
+    first.shutdown().unwrap();
+    drop(log);
+    drop(first);
+    // Dropping the owner releases the lock; the lock file itself stays and does not block.
+    assert!(tmp.path().join(gregor_storage::LOCK_FILE).exists());
+    let second = LogManager::open(tmp.path(), LogConfig::default(), NOW).unwrap();
+    assert_eq!(second.get(&tp).unwrap().read().log_end_offset(), 2);
+}

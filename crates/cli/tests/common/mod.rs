@@ -69,6 +69,11 @@ impl Server {
         }
     }
 
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     #[allow(dead_code)] // not every test binary stops its server by hand
     pub fn terminate(mut self) -> std::process::ExitStatus {
