@@ -3,10 +3,9 @@
 //! Jepsen-style history, a final `assign` read of every partition, and the `gregor-verify`
 //! checker. What each test proves is in `docs/durability.md` ("End-to-end checks").
 //!
-//! The replicated scenarios need broker replication and the broker↔controller wiring of
-//! issue #4; until those are merged they are `#[ignore]`d with that reason (run them with
-//! `cargo test -p gregor-cli --test durability -- --ignored --nocapture`). The harness tests
-//! run everywhere. Every run writes `history.jsonl`, `results.json` and `report.txt` under
+//! The benchmark (`failover_unavailability_bench`) is `#[ignore]`d and run explicitly (command
+//! and figures in `docs/benchmarks.md`); every other test runs in the test command. Every run
+//! writes `history.jsonl`, `results.json` and `report.txt` under
 //! `$CARGO_TARGET_TMPDIR/durability/<scenario>/`.
 //!
 //! Every wait polls observable state (a stdout line, metadata, the ack counter) with a deadline;
