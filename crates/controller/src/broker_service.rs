@@ -8,6 +8,7 @@
 //! * The planner loop runs on every controller but only acts while it is the leader: each tick
 //!   it runs [`planner::plan_tick`] with the leader's clock as `now` and proposes the result.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,16 +26,29 @@ use crate::cluster_id::ClusterId;
 use crate::error::{ControllerError, to_status};
 use crate::grpc::check_cluster;
 use crate::metadata::{Command, CommandResult, Endpoint};
+use crate::network::PeerHealth;
 use crate::node::propose;
-use crate::planner::{self, Heartbeat, Liveness, Millis};
+use crate::planner::{self, Heartbeat, Liveness, Millis, SessionPolicy};
 use crate::raft_types::Raft;
 use crate::store::{MetadataView, RecordsSince};
 
-/// Heartbeat bookkeeping of the leader controller, shared by the service and the planner loop.
+/// Heartbeat and session bookkeeping of the leader controller, shared by the service and the
+/// planner loop.
 #[derive(Debug)]
 pub struct LeaderClock {
     base: tokio::time::Instant,
-    state: Mutex<(u64, Liveness)>,
+    state: Mutex<ClockState>,
+}
+
+#[derive(Debug, Default)]
+struct ClockState {
+    /// The term the bookkeeping belongs to; everything resets when it changes.
+    term: u64,
+    liveness: Liveness,
+    /// The open session stream per broker (its id), so that an older stream closing after a
+    /// newer one opened does not count as a disconnect.
+    sessions: BTreeMap<i32, u64>,
+    next_session: u64,
 }
 
 impl LeaderClock {
@@ -42,7 +56,7 @@ impl LeaderClock {
     pub fn new() -> Self {
         Self {
             base: tokio::time::Instant::now(),
-            state: Mutex::new((0, Liveness::default())),
+            state: Mutex::new(ClockState::default()),
         }
     }
 
@@ -51,29 +65,62 @@ impl LeaderClock {
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn lock(&self) -> MutexGuard<'_, (u64, Liveness)> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The liveness for `term`, reset when this controller starts leading a new term.
-    fn liveness(&self, term: u64) -> Liveness {
+    /// The state for `term`, reset when this controller starts leading a new term.
+    fn lock(&self, term: u64) -> MutexGuard<'_, ClockState> {
         let now = self.now();
-        let mut s = self.lock();
-        if s.0 != term {
-            *s = (
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.term != term {
+            *s = ClockState {
                 term,
-                Liveness {
+                liveness: Liveness {
                     since: now,
                     ..Liveness::default()
                 },
-            );
+                sessions: BTreeMap::new(),
+                next_session: s.next_session,
+            };
         }
-        s.1.clone()
+        s
     }
 
-    fn record(&self, broker_id: i32) {
+    fn liveness(&self, term: u64) -> Liveness {
+        self.lock(term).liveness.clone()
+    }
+
+    /// `at` on this clock (0 if it is before the clock started).
+    fn millis(&self, at: tokio::time::Instant) -> Millis {
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn record(&self, term: u64, broker_id: i32) {
         let now = self.now();
-        self.lock().1.last_heartbeat.insert(broker_id, now);
+        self.lock(term)
+            .liveness
+            .last_heartbeat
+            .insert(broker_id, now);
+    }
+
+    /// A session stream of `broker_id` opened in `term`: counts as hearing from it.
+    fn session_opened(&self, term: u64, broker_id: i32) -> u64 {
+        let now = self.now();
+        let mut s = self.lock(term);
+        s.next_session += 1;
+        let id = s.next_session;
+        s.sessions.insert(broker_id, id);
+        s.liveness.disconnected.remove(&broker_id);
+        s.liveness.last_heartbeat.insert(broker_id, now);
+        id
+    }
+
+    /// Session `id` of `broker_id` closed; a disconnect only if it is still the broker's
+    /// current session of the current term.
+    fn session_closed(&self, term: u64, broker_id: i32, id: u64) {
+        let now = self.now();
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.term == term && s.sessions.get(&broker_id) == Some(&id) {
+            s.sessions.remove(&broker_id);
+            s.liveness.disconnected.insert(broker_id, now);
+        }
     }
 }
 
@@ -149,6 +196,29 @@ pub(crate) fn rejected(result: CommandResult) -> Result<CommandResult, Controlle
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::MetadataEvent, Status>> + Send>>;
+type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::SessionEvent, Status>> + Send>>;
+
+/// Keeps one broker session open while this controller leads `term`. When the broker's side
+/// goes away (its connection closed), the close is recorded as a disconnect; when this
+/// controller stops leading, the stream just ends and the broker opens one on the new leader.
+async fn hold_session(
+    raft: Raft,
+    clock: Arc<LeaderClock>,
+    term: u64,
+    broker_id: i32,
+    id: u64,
+    tx: mpsc::Sender<Result<pb::SessionEvent, Status>>,
+    shutdown: CancellationToken,
+) {
+    let mut metrics = raft.metrics();
+    let still_leading =
+        metrics.wait_for(|m| m.state != ServerState::Leader || m.current_term != term);
+    tokio::select! {
+        () = tx.closed() => clock.session_closed(term, broker_id, id),
+        _ = still_leading => {}
+        () = shutdown.cancelled() => {}
+    }
+}
 
 #[tonic::async_trait]
 impl BrokerLifecycle for BrokerService {
@@ -180,15 +250,15 @@ impl BrokerLifecycle for BrokerService {
             rack: Some(req.rack).filter(|r| !r.is_empty()),
             clean_shutdown: req.clean_shutdown,
         };
-        let result = async {
-            self.leader_term()?;
-            rejected(propose(&self.raft, cmd).await?.result)
+        let (term, result) = async {
+            let term = self.leader_term()?;
+            Ok::<_, ControllerError>((term, rejected(propose(&self.raft, cmd).await?.result)?))
         }
         .await
         .map_err(|e| to_status(&e))?;
         match result {
             CommandResult::BrokerRegistered { broker_epoch } => {
-                self.clock.record(req.broker_id);
+                self.clock.record(term, req.broker_id);
                 Ok(Response::new(pb::RegisterBrokerReply { broker_epoch }))
             }
             other => Err(to_status(&ControllerError::Payload(format!(
@@ -210,10 +280,10 @@ impl BrokerLifecycle for BrokerService {
             want_fence: req.want_fence,
         };
         let reply = async {
-            self.leader_term()?;
+            let term = self.leader_term()?;
             let image = self.view.image();
             let cmds = planner::plan_heartbeat(&image, &hb)?;
-            self.clock.record(hb.broker_id);
+            self.clock.record(term, hb.broker_id);
             for cmd in cmds {
                 rejected(propose(&self.raft, cmd).await?.result)?;
             }
@@ -281,6 +351,52 @@ impl BrokerLifecycle for BrokerService {
         .await
         .map_err(|e| to_status(&e))?;
         Ok(Response::new(reply))
+    }
+
+    type OpenSessionStream = SessionStream;
+
+    async fn open_session(
+        &self,
+        request: Request<pb::OpenSessionRequest>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let req = request.into_inner();
+        check_cluster(&self.cluster_id, &req.cluster_id)?;
+        let term = self.leader_term().map_err(|e| to_status(&e))?;
+        // The same validation as a heartbeat's (registered, current epoch), without effects.
+        let current = self
+            .view
+            .image()
+            .brokers
+            .get(&req.broker_id)
+            .map(|b| b.epoch);
+        let refusal = match current {
+            None => Some(planner::PlanError::UnknownBroker(req.broker_id)),
+            Some(epoch) if epoch != req.broker_epoch => {
+                Some(planner::PlanError::StaleBrokerEpoch {
+                    broker_id: req.broker_id,
+                    current: epoch,
+                    got: req.broker_epoch,
+                })
+            }
+            Some(_) => None,
+        };
+        if let Some(e) = refusal {
+            return Err(to_status(&ControllerError::from(e)));
+        }
+        let id = self.clock.session_opened(term, req.broker_id);
+        let (tx, rx) = mpsc::channel(1);
+        // The first event flushes the response headers, so the broker knows it is accepted.
+        let _ = tx.try_send(Ok(pb::SessionEvent { term }));
+        tokio::spawn(hold_session(
+            self.raft.clone(),
+            Arc::clone(&self.clock),
+            term,
+            req.broker_id,
+            id,
+            tx,
+            self.shutdown.clone(),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type WatchMetadataStream = EventStream;
@@ -356,7 +472,8 @@ pub async fn run_planner(
     raft: Raft,
     view: MetadataView,
     clock: Arc<LeaderClock>,
-    session_timeout_ms: Millis,
+    peers: PeerHealth,
+    policy: SessionPolicy,
     tick: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
@@ -371,10 +488,40 @@ pub async fn run_planner(
         if m.state != ServerState::Leader {
             continue;
         }
-        let liveness = clock.liveness(m.current_term);
-        let cmds = planner::plan_tick(&view.image(), &liveness, clock.now(), session_timeout_ms);
-        for cmd in cmds {
-            match propose(&raft, cmd).await {
+        let mut liveness = clock.liveness(m.current_term);
+        liveness.unreachable_voters = peers
+            .unreachable()
+            .into_iter()
+            .filter_map(|(id, since)| Some((i32::try_from(id).ok()?, clock.millis(since))))
+            .collect();
+        let now = clock.now();
+        let cmds = planner::plan_tick(&view.image(), &liveness, now, &policy);
+        if cmds.is_empty() {
+            continue;
+        }
+        tracing::info!(commands = cmds.len(), first = ?cmds[0], "planner proposes");
+        for cmd in &cmds {
+            if let Command::FenceBroker { broker_id, .. } = cmd {
+                // Which session rule fired, for whoever reads the log after a failover.
+                tracing::info!(
+                    broker_id,
+                    now,
+                    leading_since = liveness.since,
+                    last_heard = ?liveness.last_heartbeat.get(broker_id),
+                    session_closed = ?liveness.disconnected.get(broker_id),
+                    controller_unreachable = ?liveness.unreachable_voters.get(broker_id),
+                    "fencing a broker"
+                );
+            }
+        }
+        // All at once: openraft appends and replicates queued writes together, so a broker
+        // failure that moves 50 leaderships costs one commit round, not 50 in a row (one at a
+        // time put the last partition's new leader ~1 s behind the fence on this machine).
+        // Submission order is log order (join_all polls in order), so fences still precede the
+        // elections planned on top of them; apply re-validates each one anyway.
+        let proposals = cmds.into_iter().map(|cmd| propose(&raft, cmd));
+        for result in futures::future::join_all(proposals).await {
+            match result {
                 Ok(_) => {}
                 // Lost leadership mid-plan: the next leader re-plans from its own image.
                 Err(ControllerError::NotLeader { .. }) => break,

@@ -250,6 +250,21 @@ impl ControllerClient {
         .await
     }
 
+    /// `OpenSession` (leader): the broker's session stream; `deadline` bounds opening it, not
+    /// the stream itself. The stream ends when that controller stops leading.
+    pub async fn open_session(
+        &self,
+        mut req: pb::OpenSessionRequest,
+        deadline: Duration,
+    ) -> Result<tonic::Streaming<pb::SessionEvent>, ClientError> {
+        req.cluster_id.clone_from(&self.cluster_id);
+        self.call(deadline, |c| {
+            let req = req.clone();
+            async move { Self::lifecycle(c).open_session(req).await }
+        })
+        .await
+    }
+
     /// `AlterPartition` (leader).
     pub async fn alter_partition(
         &self,

@@ -367,6 +367,7 @@ pub async fn start(
     };
     let node_config = NodeConfig {
         broker_session_timeout_ms: config.broker_session_timeout_ms,
+        broker_disconnect_grace_ms: config.broker_heartbeat_interval_ms,
         initialize: config.is_bootstrap_voter(),
         ..NodeConfig::new(
             config.node_id,

@@ -4,7 +4,13 @@
 //! the reply carries openraft's own `Result`, so a Raft-level refusal (higher vote, conflict)
 //! reaches openraft as a `RemoteError` and a transport failure as `Unreachable`, which makes
 //! openraft back off instead of spinning.
+//!
+//! Every call also updates [`PeerHealth`]: which peers refuse connections right now (nothing
+//! listening: the process is gone). The leader's planner uses it to fence the broker of a
+//! combined node whose controller is gone without waiting out a whole session.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gregor_proto::controller::v1::RaftRequest;
@@ -13,7 +19,7 @@ use openraft::BasicNode;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -27,16 +33,52 @@ use crate::raft_types::{NodeId, TypeConfig};
 
 type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
+/// How long openraft waits before calling an unreachable peer again (its default is 500 ms).
+/// Shorter than the election timeout's minimum, so that a restarted voter hears from the
+/// leader before its own election timer fires; otherwise it campaigns and deposes a healthy
+/// leader (openraft 0.9 has no pre-vote).
+pub const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Which peers refused a connection at their last call, and since when (shared by all
+/// connections of one controller).
+#[derive(Debug, Clone, Default)]
+pub struct PeerHealth {
+    unreachable: Arc<Mutex<BTreeMap<NodeId, tokio::time::Instant>>>,
+}
+
+impl PeerHealth {
+    /// Peers whose last call failed to connect, with the start of their failure streak.
+    pub fn unreachable(&self) -> BTreeMap<NodeId, tokio::time::Instant> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, tokio::time::Instant>> {
+        self.unreachable.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn answered(&self, peer: NodeId) {
+        self.lock().remove(&peer);
+    }
+
+    fn refused(&self, peer: NodeId) {
+        self.lock()
+            .entry(peer)
+            .or_insert_with(tokio::time::Instant::now);
+    }
+}
+
 /// Creates one gRPC connection per peer.
 #[derive(Debug, Clone)]
 pub struct GrpcNetwork {
     cluster_id: ClusterId,
+    health: PeerHealth,
 }
 
 impl GrpcNetwork {
-    /// Peers are called with `cluster_id`; a peer of another cluster refuses.
-    pub fn new(cluster_id: ClusterId) -> Self {
-        Self { cluster_id }
+    /// Peers are called with `cluster_id`; a peer of another cluster refuses. Call outcomes
+    /// go to `health`.
+    pub fn new(cluster_id: ClusterId, health: PeerHealth) -> Self {
+        Self { cluster_id, health }
     }
 }
 
@@ -45,6 +87,7 @@ impl GrpcNetwork {
 pub struct GrpcPeer {
     target: NodeId,
     cluster_id: ClusterId,
+    health: PeerHealth,
     /// `Err` when the peer's address is not a valid URI: every call then fails as unreachable.
     client: Result<RaftClient<Channel>, String>,
 }
@@ -63,6 +106,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
         GrpcPeer {
             target,
             cluster_id: self.cluster_id.clone(),
+            health: self.health.clone(),
             client,
         }
     }
@@ -90,6 +134,7 @@ impl GrpcPeer {
         let client = match &mut self.client {
             Ok(c) => c,
             Err(msg) => {
+                self.health.refused(self.target);
                 return Err(RPCError::Unreachable(Unreachable::new(&AddrError(
                     msg.clone(),
                 ))));
@@ -109,10 +154,21 @@ impl GrpcPeer {
             }
         };
         // tonic's own timeout is only a header for the server; bound the call here.
+        // A timeout says nothing about the process (it may be paused or slow): only a refused
+        // connection marks the peer unreachable, and any answer clears it.
         let reply = match tokio::time::timeout(option.hard_ttl(), fut).await {
             Err(elapsed) => return Err(RPCError::Network(NetworkError::new(&elapsed))),
-            Ok(Err(status)) => return Err(status_to_rpc_error(&status)),
-            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(status)) => {
+                let e = status_to_rpc_error(&status);
+                if matches!(e, RPCError::Unreachable(_)) {
+                    self.health.refused(self.target);
+                }
+                return Err(e);
+            }
+            Ok(Ok(r)) => {
+                self.health.answered(self.target);
+                r.into_inner()
+            }
         };
         let result: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.payload)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -135,6 +191,10 @@ fn status_to_rpc_error<E: std::error::Error>(status: &tonic::Status) -> RpcError
 struct AddrError(String);
 
 impl RaftNetwork<TypeConfig> for GrpcPeer {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,

@@ -21,7 +21,8 @@ use crate::cluster_id::{ClusterId, format_or_verify};
 use crate::error::ControllerError;
 use crate::grpc::RaftService;
 use crate::metadata::{Command, CommandResult};
-use crate::network::GrpcNetwork;
+use crate::network::{GrpcNetwork, PeerHealth};
+use crate::planner::SessionPolicy;
 use crate::raft_types::{NodeId, Raft};
 use crate::store::{KvBackend, LogStore, MetadataView, SledBackend, StateMachineStore};
 
@@ -43,9 +44,9 @@ pub struct RaftTiming {
 impl Default for RaftTiming {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 100,
-            election_min_ms: 500,
-            election_max_ms: 1000,
+            heartbeat_ms: 50,
+            election_min_ms: 200,
+            election_max_ms: 400,
             snapshot_every: 1024,
             keep_after_snapshot: 256,
         }
@@ -86,6 +87,9 @@ pub struct NodeConfig {
     pub timing: RaftTiming,
     /// `broker.session.timeout.ms`.
     pub broker_session_timeout_ms: u64,
+    /// How soon after its session stream closes a silent broker is fenced
+    /// (`broker.heartbeat.interval.ms`; see [`crate::planner::SessionPolicy`]).
+    pub broker_disconnect_grace_ms: u64,
     /// How often the leader runs the planner.
     pub planner_tick_ms: u64,
     /// Call openraft's `initialize` with `voters` on start. openraft refuses it (harmlessly)
@@ -109,6 +113,7 @@ impl NodeConfig {
             voters,
             timing: RaftTiming::default(),
             broker_session_timeout_ms: crate::planner::DEFAULT_SESSION_TIMEOUT_MS,
+            broker_disconnect_grace_ms: crate::planner::DEFAULT_HEARTBEAT_INTERVAL_MS,
             planner_tick_ms: crate::planner::DEFAULT_PLANNER_TICK_MS,
             initialize: true,
         }
@@ -172,7 +177,8 @@ impl ControllerNode {
         let log = LogStore::new(kv.clone());
         let sm = StateMachineStore::open(kv)?;
         let view = sm.view();
-        let network = GrpcNetwork::new(config.cluster_id.clone());
+        let health = PeerHealth::default();
+        let network = GrpcNetwork::new(config.cluster_id.clone(), health.clone());
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
             .map_err(ControllerError::raft)?;
@@ -196,7 +202,11 @@ impl ControllerNode {
             raft.clone(),
             view.clone(),
             clock,
-            config.broker_session_timeout_ms,
+            health,
+            SessionPolicy {
+                timeout_ms: config.broker_session_timeout_ms,
+                disconnect_grace_ms: config.broker_disconnect_grace_ms,
+            },
             Duration::from_millis(config.planner_tick_ms.max(1)),
             token.clone(),
         ));

@@ -20,7 +20,9 @@
 //!   (apply adds them to the ELR when that leaves the ISR below min ISR).
 //! - **Preferred leader**: when the first replica is active and back in the ISR, it leads again.
 //! - **Sessions** ([`plan_session_expiry`]): an active broker not heard from for
-//!   `session_timeout_ms` is fenced; its leaderships then move by the election rule.
+//!   `session_timeout_ms` is fenced; its leaderships then move by the election rule. One whose
+//!   session stream closed and that has not been heard from since is fenced after the shorter
+//!   `disconnect_grace_ms` (a killed process closes its sockets at once).
 //! - **Admin writes** ([`plan_create_topic`], [`plan_create_partitions`], [`plan_delete_topic`],
 //!   [`plan_alter_configs`], [`plan_allocate_producer_ids`]): validated against the image (Kafka's
 //!   topic-name rules, existence, broker epochs) so that the caller gets a typed error instead of
@@ -46,6 +48,25 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: Millis = 200;
 pub const DEFAULT_SESSION_TIMEOUT_MS: Millis = 900;
 /// How often the leader controller runs [`plan_tick`].
 pub const DEFAULT_PLANNER_TICK_MS: Millis = 100;
+
+/// When the leader controller gives up on a broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// `broker.session.timeout.ms`: fenced when nothing was heard for this long.
+    pub timeout_ms: Millis,
+    /// Fenced this long after its session stream closed, if nothing was heard since (the
+    /// broker's heartbeat interval: a live broker re-opens the session or heartbeats first).
+    pub disconnect_grace_ms: Millis,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
+            disconnect_grace_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+        }
+    }
+}
 
 /// Why a request cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,8 +143,13 @@ pub struct Liveness {
     /// When this controller became leader: a broker it has not heard from yet is counted from
     /// here, so a failover does not fence everyone.
     pub since: Millis,
-    /// Last heartbeat received per broker.
+    /// Last heartbeat (or session open) received per broker.
     pub last_heartbeat: BTreeMap<BrokerId, Millis>,
+    /// When a broker's session stream closed, for brokers that have not opened a new one.
+    pub disconnected: BTreeMap<BrokerId, Millis>,
+    /// Controllers (by node id) that refuse Raft connections, since when. A broker with the
+    /// same id is the same process (combined roles), so it is gone too.
+    pub unreachable_voters: BTreeMap<BrokerId, Millis>,
 }
 
 /// Chooses replicas for `count` new partitions on the active brokers of `image`.
@@ -359,26 +385,40 @@ pub fn plan_heartbeat(image: &MetadataImage, hb: &Heartbeat) -> Result<Vec<Comma
     })
 }
 
-/// Fences every active broker whose last heartbeat (or the leadership start, whichever is later)
-/// is more than `session_timeout_ms` before `now`.
+/// Fences every active broker
+/// * whose last heartbeat (or the leadership start, whichever is later) is more than
+///   `policy.timeout_ms` before `now`;
+/// * whose session stream closed more than `policy.disconnect_grace_ms` before `now`, with
+///   nothing heard from it since;
+/// * whose co-located controller (same node id) has refused connections for more than
+///   `policy.disconnect_grace_ms`, with nothing heard from the broker since that began (the
+///   case where the dead node was the controller leader: the new leader never saw its
+///   session, but its Raft connection is refused at once).
 pub fn plan_session_expiry(
     image: &MetadataImage,
     liveness: &Liveness,
     now: Millis,
-    session_timeout_ms: Millis,
+    policy: &SessionPolicy,
 ) -> Vec<Command> {
     image
         .brokers
         .values()
         .filter(|b| !b.fenced)
         .filter(|b| {
-            let seen = liveness
-                .last_heartbeat
+            let heard = liveness.last_heartbeat.get(&b.id).copied();
+            let seen = heard.unwrap_or(0).max(liveness.since);
+            let gone_since = |at: Millis| {
+                heard.is_none_or(|h| h <= at) && now.saturating_sub(at) > policy.disconnect_grace_ms
+            };
+            let dropped = liveness
+                .disconnected
                 .get(&b.id)
-                .copied()
-                .unwrap_or(0)
-                .max(liveness.since);
-            now.saturating_sub(seen) > session_timeout_ms
+                .is_some_and(|&at| gone_since(at));
+            let unreachable = liveness
+                .unreachable_voters
+                .get(&b.id)
+                .is_some_and(|&at| gone_since(at));
+            dropped || unreachable || now.saturating_sub(seen) > policy.timeout_ms
         })
         .map(|b| Command::FenceBroker {
             broker_id: b.id,
@@ -454,9 +494,9 @@ pub fn plan_tick(
     image: &MetadataImage,
     liveness: &Liveness,
     now: Millis,
-    session_timeout_ms: Millis,
+    policy: &SessionPolicy,
 ) -> Vec<Command> {
-    let mut out = plan_session_expiry(image, liveness, now, session_timeout_ms);
+    let mut out = plan_session_expiry(image, liveness, now, policy);
     if out.is_empty() {
         out.extend(plan_leadership(image));
         return out;

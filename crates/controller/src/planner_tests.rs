@@ -622,17 +622,59 @@ fn silent_broker_is_fenced_after_the_session_timeout() {
     let live = Liveness {
         since: 0,
         last_heartbeat: BTreeMap::from([(1, 1000), (2, 1500), (3, 1900)]),
+        ..Liveness::default()
     };
     // now=2000, timeout=900: broker 1 (1000 ms ago) expired, 2 (500) and 3 (100) did not.
     assert_eq!(
-        plan_session_expiry(&img, &live, 2000, 900),
+        plan_session_expiry(&img, &live, 2000, &policy(900, 200)),
         vec![Command::FenceBroker {
             broker_id: 1,
             broker_epoch: 10
         }]
     );
     // Exactly at the timeout is not expired.
-    assert_eq!(plan_session_expiry(&img, &live, 1900, 900), vec![]);
+    assert_eq!(
+        plan_session_expiry(&img, &live, 1900, &policy(900, 200)),
+        vec![]
+    );
+}
+
+fn policy(timeout_ms: Millis, disconnect_grace_ms: Millis) -> SessionPolicy {
+    SessionPolicy {
+        timeout_ms,
+        disconnect_grace_ms,
+    }
+}
+
+#[test]
+fn a_closed_session_fences_after_the_grace_unless_heard_from_since() {
+    let img = brokers(3);
+    let live = Liveness {
+        since: 0,
+        last_heartbeat: BTreeMap::from([(1, 1000), (2, 1000), (3, 1000)]),
+        // 1 dropped after its last heartbeat; 2 dropped but heartbeated afterwards (a live
+        // broker whose connection broke); 3 never dropped.
+        disconnected: BTreeMap::from([(1, 1050), (2, 900)]),
+        ..Liveness::default()
+    };
+    // 1300 - 1050 = 250 > 200: broker 1 is fenced long before its 900 ms session would expire.
+    assert_eq!(
+        plan_session_expiry(&img, &live, 1300, &policy(900, 200)),
+        vec![Command::FenceBroker {
+            broker_id: 1,
+            broker_epoch: 10
+        }]
+    );
+    // Exactly at the grace is not yet.
+    assert_eq!(
+        plan_session_expiry(&img, &live, 1250, &policy(900, 200)),
+        vec![]
+    );
+    // The session timeout still applies to everyone.
+    assert_eq!(
+        plan_session_expiry(&img, &live, 1901, &policy(900, 200)).len(),
+        3
+    );
 }
 
 #[test]
@@ -640,10 +682,41 @@ fn a_new_leader_controller_counts_from_its_leadership_start() {
     let img = brokers(2);
     let live = Liveness {
         since: 5000,
-        last_heartbeat: BTreeMap::new(),
+        ..Liveness::default()
     };
-    assert_eq!(plan_session_expiry(&img, &live, 5800, 900), vec![]);
-    assert_eq!(plan_session_expiry(&img, &live, 5901, 900).len(), 2);
+    assert_eq!(
+        plan_session_expiry(&img, &live, 5900, &policy(900, 200)),
+        vec![]
+    );
+    assert_eq!(
+        plan_session_expiry(&img, &live, 5901, &policy(900, 200)).len(),
+        2
+    );
+}
+
+#[test]
+fn the_broker_of_an_unreachable_controller_is_fenced_after_the_grace() {
+    let img = brokers(3);
+    let live = Liveness {
+        // A new leader (since 5000): 2 re-opened its session, 1 and 3 were not heard from
+        // yet; controller 1 refuses connections since 5010 (the dead former leader), and
+        // controller 3 refused once at 4000 but its broker was heard from after that.
+        since: 5000,
+        last_heartbeat: BTreeMap::from([(2, 5100), (3, 4500)]),
+        unreachable_voters: BTreeMap::from([(1, 5010), (3, 4000)]),
+        ..Liveness::default()
+    };
+    assert_eq!(
+        plan_session_expiry(&img, &live, 5210, &policy(900, 200)),
+        vec![]
+    );
+    assert_eq!(
+        plan_session_expiry(&img, &live, 5211, &policy(900, 200)),
+        vec![Command::FenceBroker {
+            broker_id: 1,
+            broker_epoch: 10
+        }]
+    );
 }
 
 #[test]
@@ -652,9 +725,10 @@ fn tick_fences_and_moves_leadership_in_one_plan() {
     let live = Liveness {
         since: 0,
         last_heartbeat: BTreeMap::from([(1, 0), (2, 950), (3, 950)]),
+        ..Liveness::default()
     };
     assert_eq!(
-        plan_tick(&img, &live, 1000, 900),
+        plan_tick(&img, &live, 1000, &policy(900, 200)),
         vec![
             Command::FenceBroker {
                 broker_id: 1,

@@ -180,6 +180,48 @@ pub async fn run_heartbeats(
     }
 }
 
+/// Holds a session stream open on the leader controller (re-opening it on the next leader), so
+/// that the controller notices at once when this process dies: its sockets close and the
+/// controller fences it after one heartbeat interval instead of the whole session timeout.
+pub async fn run_session(link: Arc<QuorumLink>, interval: Duration, stop: CancellationToken) {
+    // Short and flat: after a controller failover the new leader should hear from every live
+    // broker well within the heartbeat interval.
+    let retry = (interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(100));
+    loop {
+        let request = pb::OpenSessionRequest {
+            cluster_id: String::new(),
+            broker_id: link.node_id,
+            broker_epoch: link.epoch(),
+        };
+        let opened = tokio::select! {
+            r = link.client.open_session(request, interval * 2) => r,
+            () = stop.cancelled() => return,
+        };
+        match opened {
+            Ok(mut stream) => loop {
+                // Events carry nothing to act on; the stream's end is the signal.
+                let next = tokio::select! {
+                    m = stream.message() => m,
+                    () = stop.cancelled() => return,
+                };
+                match next {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "controller session ended");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::debug!(error = %e, "opening the controller session failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(retry) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use gregor_controller::metadata::{BrokerRegistration, Endpoint};

@@ -403,6 +403,11 @@ pub async fn start(
         quorum.heartbeat_interval,
         stop.clone(),
     ));
+    tasks.spawn(link::run_session(
+        Arc::clone(&link),
+        quorum.heartbeat_interval,
+        stop.clone(),
+    ));
     let node = broker.config().node_id;
     let mut ready = image_rx;
     let caught_up = ready

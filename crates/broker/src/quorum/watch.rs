@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use gregor_controller::client::ControllerClient;
 use gregor_controller::metadata::{Command, MetadataImage};
 use gregor_proto::controller::v1 as pb;
@@ -100,7 +101,30 @@ pub async fn run(client: Arc<ControllerClient>, broker: Arc<Broker>, stop: Cance
                     break;
                 }
             };
-            match apply_event(&mut image, event) {
+            // Records that arrived together (a broker failure moves many leaderships in one
+            // planning round) are applied to the image together and handed over once.
+            let mut events = vec![event];
+            let mut ended = false;
+            while let Some(more) = stream.message().now_or_never() {
+                match more {
+                    Ok(Some(e)) => events.push(e),
+                    Ok(None) | Err(_) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            let mut changed = Ok(false);
+            for e in events {
+                match apply_event(&mut image, e) {
+                    Ok(c) => changed = Ok(changed.unwrap_or(false) | c),
+                    Err(e) => {
+                        changed = Err(e);
+                        break;
+                    }
+                }
+            }
+            match changed {
                 Ok(false) => {}
                 Ok(true) => {
                     let snapshot = Arc::new(image.clone());
@@ -122,6 +146,9 @@ pub async fn run(client: Arc<ControllerClient>, broker: Arc<Broker>, stop: Cance
                     stop.cancelled().await;
                     return;
                 }
+            }
+            if ended {
+                break;
             }
         }
         tokio::select! {

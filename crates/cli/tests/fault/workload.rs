@@ -95,7 +95,12 @@ pub struct AckProgress {
     pub count: u64,
     /// Completion time of the latest ack (history clock).
     pub last_ns: u64,
+    /// The same per partition, for the first [`TRACKED_PARTITIONS`] partitions.
+    pub last_ns_by_partition: [u64; TRACKED_PARTITIONS],
 }
+
+/// Partitions whose latest ack time [`AckProgress`] tracks separately.
+pub const TRACKED_PARTITIONS: usize = 16;
 
 /// Running producers. [`Workload::stop`] ends them; dropping it cancels them too.
 #[derive(Debug)]
@@ -177,6 +182,39 @@ impl Workload {
             .snapshot()
             .iter()
             .filter(|e| e.f == OpFn::Send && e.kind == OpType::Ok && e.t_ns > t_ns)
+            .map(|e| e.t_ns)
+            .min()
+            .context("ack published but not recorded")
+    }
+
+    /// Like [`Workload::first_ack_after`], for one partition (< [`TRACKED_PARTITIONS`]).
+    pub async fn first_ack_after_on(
+        &self,
+        partition: i32,
+        t_ns: u64,
+        deadline: Duration,
+    ) -> anyhow::Result<u64> {
+        let i = usize::try_from(partition)
+            .ok()
+            .filter(|i| *i < TRACKED_PARTITIONS)
+            .context("partition not tracked")?;
+        let mut rx = self.acks.clone();
+        match tokio::time::timeout(deadline, rx.wait_for(|p| p.last_ns_by_partition[i] > t_ns))
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => bail!("producers stopped"),
+            Err(_) => bail!("no ack on partition {partition} within {deadline:?}"),
+        }
+        self.recorder
+            .snapshot()
+            .iter()
+            .filter(|e| {
+                e.f == OpFn::Send
+                    && e.kind == OpType::Ok
+                    && e.partition == partition
+                    && e.t_ns > t_ns
+            })
             .map(|e| e.t_ns)
             .min()
             .context("ack published but not recorded")
@@ -300,6 +338,12 @@ fn complete(rec: &Recorder, acks: &watch::Sender<AckProgress>, attempts: Attempt
             acks.send_modify(|p| {
                 p.count += 1;
                 p.last_ns = p.last_ns.max(t);
+                if let Some(last) = usize::try_from(id.partition)
+                    .ok()
+                    .and_then(|i| p.last_ns_by_partition.get_mut(i))
+                {
+                    *last = (*last).max(t);
+                }
             });
         }
         Ok(Err((e, _))) => {
@@ -404,9 +448,7 @@ pub async fn final_read(
         let mut total = 0u64;
         for partition in 0..partitions {
             let consumer: BaseConsumer = c.create()?;
-            let (low, high) = consumer
-                .fetch_watermarks(&topic, partition, Duration::from_secs(10))
-                .with_context(|| format!("watermarks of {topic}-{partition}"))?;
+            let (low, high) = watermarks(&consumer, &topic, partition, until)?;
             let session = partition as u64;
             rec.record(
                 Event::poll_invoke(rec.now_ns(), process, session, partition).in_final_read(),
@@ -431,6 +473,30 @@ pub async fn final_read(
         Ok(total)
     })
     .await?
+}
+
+/// The partition's watermarks, asked again (until `until`) while the answer is a retriable
+/// Kafka error: right after a leader change the new leader answers OFFSET_NOT_AVAILABLE until
+/// its high watermark caught up (KIP-207), and metadata may still name the old leader.
+fn watermarks(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    until: Instant,
+) -> anyhow::Result<(i64, i64)> {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok(w) => return Ok(w),
+            Err(KafkaError::MetadataFetch(
+                Code::OffsetNotAvailable | Code::NotLeaderForPartition | Code::LeaderNotAvailable,
+            )) if Instant::now() < until => {
+                // The pace of asking again, not a synchronization: the loop ends on an answer.
+                std::thread::sleep(super::POLL_EVERY);
+            }
+            Err(e) => return Err(e).with_context(|| format!("watermarks of {topic}-{partition}")),
+        }
+    }
 }
 
 /// Sends `n` records one at a time from a fresh producer (`writer`), each awaited (bounded by
