@@ -166,6 +166,11 @@ pub(crate) async fn serve(
 pub(crate) struct AdminArgs {
     #[command(subcommand)]
     endpoint: Endpoint,
+}
+
+/// Which node to ask.
+#[derive(Debug, Clone, Args)]
+struct Target {
     /// The node's `admin.listener` address (`host:port`).
     #[arg(long, short = 'a')]
     admin_server: String,
@@ -174,37 +179,32 @@ pub(crate) struct AdminArgs {
     timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 enum Endpoint {
     /// GET /health: exits 0 if the node's process answers (liveness).
-    Health,
+    Health(Target),
     /// GET /ready: exits 0 if the node is ready, else prints why not and exits 1.
-    Ready,
+    Ready(Target),
     /// GET /metrics: prints the node's Prometheus metrics.
-    Metrics,
-}
-
-impl Endpoint {
-    fn path(self) -> &'static str {
-        match self {
-            Endpoint::Health => "/health",
-            Endpoint::Ready => "/ready",
-            Endpoint::Metrics => "/metrics",
-        }
-    }
+    Metrics(Target),
 }
 
 /// `gregor admin health|ready|metrics`: GETs the endpoint, prints the body, and fails unless
 /// the answer is 200 (a container healthcheck without curl).
 pub(crate) async fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let path = args.endpoint.path();
-    let timeout = Duration::from_millis(args.timeout_ms);
-    let (status, body) = tokio::time::timeout(timeout, get_url(&args.admin_server, path))
+    let (path, target) = match &args.endpoint {
+        Endpoint::Health(t) => ("/health", t),
+        Endpoint::Ready(t) => ("/ready", t),
+        Endpoint::Metrics(t) => ("/metrics", t),
+    };
+    let addr = &target.admin_server;
+    let timeout = Duration::from_millis(target.timeout_ms);
+    let (status, body) = tokio::time::timeout(timeout, get_url(addr, path))
         .await
-        .with_context(|| format!("no answer from {} within {timeout:?}", args.admin_server))??;
+        .with_context(|| format!("no answer from {addr} within {timeout:?}"))??;
     print!("{}", String::from_utf8_lossy(&body));
     if status != StatusCode::OK {
-        bail!("{}{path}: HTTP {status}", args.admin_server);
+        bail!("{addr}{path}: HTTP {status}");
     }
     Ok(())
 }
