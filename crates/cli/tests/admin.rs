@@ -33,7 +33,14 @@ async fn admin(endpoint: &str, addr: &str) -> anyhow::Result<(bool, String, Stri
     let out = tokio::time::timeout(
         DEADLINE,
         Command::new(GREGOR)
-            .args(["admin", endpoint, "--admin-server", addr, "--timeout-ms", "3000"])
+            .args([
+                "admin",
+                endpoint,
+                "--admin-server",
+                addr,
+                "--timeout-ms",
+                "3000",
+            ])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -95,7 +102,10 @@ fn series_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     text.lines()
         .filter_map(|line| {
-            let (set, value) = line.strip_prefix(name)?.strip_prefix('{')?.split_once("} ")?;
+            let (set, value) = line
+                .strip_prefix(name)?
+                .strip_prefix('{')?
+                .split_once("} ")?;
             let have: Vec<&str> = set.split(',').collect();
             pairs
                 .iter()
@@ -138,9 +148,15 @@ impl Node {
         let mut child = Command::new(GREGOR)
             .args(["server", "--node-id", &id.to_string()])
             .args(["--process-roles", "broker,controller"])
-            .args(["--listeners", &format!("PLAINTEXT://127.0.0.1:{}", port(id, 0))])
+            .args([
+                "--listeners",
+                &format!("PLAINTEXT://127.0.0.1:{}", port(id, 0)),
+            ])
             .args(["--controller-quorum-voters", &voters.join(",")])
-            .args(["--controller-listener", &format!("127.0.0.1:{}", port(id, 1))])
+            .args([
+                "--controller-listener",
+                &format!("127.0.0.1:{}", port(id, 1)),
+            ])
             .args(["--cluster-id", CLUSTER_ID])
             .arg("--log-dirs")
             .arg(&node_dir)
@@ -344,7 +360,11 @@ async fn metrics_follow_produce_and_a_follower_kill() -> anyhow::Result<()> {
         |ok, t| ok && series(t, "kafka_cluster_partition_underreplicated", &labels) == Some(1.0),
     )
     .await?;
-    let isr = series(&text, "kafka_cluster_partition_insyncreplicascount", &labels);
+    let isr = series(
+        &text,
+        "kafka_cluster_partition_insyncreplicascount",
+        &labels,
+    );
     ensure!(isr == Some(2.0), "ISR after the kill: {isr:?}");
     let total = series(
         &text,
