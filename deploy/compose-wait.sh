@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Waits until every container of a compose project reports healthy (Compose v1 has no
+# Waits until every container of a compose project reports healthy (deploy/compose.yaml: its
+# healthcheck is `gregor admin ready`, so healthy = serving clients; Compose v1 has no
 # `up --wait`), bounded in time. Usage: deploy/compose-wait.sh PROJECT FILE [SECONDS]
 set -euo pipefail
 project="$1" file="$2" limit="${3:-120}"

@@ -31,6 +31,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::admin::RequestMetrics;
 use crate::cluster::{BrokerId, ClusterLink, LocalLink, PartitionAssignment};
 use crate::config::{BrokerConfig, Endpoint, Listener};
 use crate::error::{BrokerError, Result};
@@ -238,6 +239,8 @@ pub struct Broker {
     replica_stats: ReplicaStats,
     /// Fault injection for tests of the replication protocol (all off by default).
     failpoints: Failpoints,
+    /// Per-API request counts, errors and latencies (the admin port's `/metrics`).
+    request_metrics: RequestMetrics,
 }
 
 impl std::fmt::Debug for Broker {
@@ -429,6 +432,7 @@ impl Broker {
             isr_check: tokio::sync::Notify::new(),
             replica_stats: ReplicaStats::default(),
             failpoints: Failpoints::default(),
+            request_metrics: RequestMetrics::default(),
         })
     }
 
@@ -739,6 +743,11 @@ impl Broker {
     /// Wakes the ISR maintenance task.
     pub(crate) fn isr_check(&self) -> &tokio::sync::Notify {
         &self.isr_check
+    }
+
+    /// Per-API request metrics (recorded by the Kafka listener's dispatch).
+    pub fn request_metrics(&self) -> &RequestMetrics {
+        &self.request_metrics
     }
 
     /// Replication counters.

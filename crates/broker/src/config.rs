@@ -219,6 +219,11 @@ pub struct BrokerConfig {
     /// broker serves the gRPC `Replication` service followers fetch from. Advertised to the
     /// controller as the `REPLICATION` endpoint.
     pub replication_listener: Endpoint,
+    /// `admin.listener` (Gregor's; default `127.0.0.1:0`, an ephemeral port, printed at start):
+    /// the process's admin HTTP port with `/health`, `/ready` and Prometheus `/metrics`
+    /// (`docs/admin.md`). Loopback by default like the other Gregor-only listeners: metrics have
+    /// no authentication; bind `0.0.0.0:PORT` to let a Prometheus elsewhere scrape it.
+    pub admin_listener: Endpoint,
     /// `replica.fetch.max.bytes` (default 1048576): record bytes per partition in one replica
     /// fetch (at least one batch is always sent).
     pub replica_fetch_max_bytes: i32,
@@ -280,6 +285,10 @@ impl Default for BrokerConfig {
                 host: "127.0.0.1".into(),
                 port: 0,
             },
+            admin_listener: Endpoint {
+                host: "127.0.0.1".into(),
+                port: 0,
+            },
             replica_fetch_max_bytes: 1_048_576,
             replica_fetch_response_max_bytes: 10_485_760,
             replica_fetch_wait_max_ms: 500,
@@ -326,6 +335,7 @@ pub const KEYS: &[&str] = &[
     "log.message.timestamp.before.max.ms",
     "log.message.timestamp.after.max.ms",
     "replication.listener",
+    "admin.listener",
     "replica.fetch.max.bytes",
     "replica.fetch.response.max.bytes",
     "replica.fetch.wait.max.ms",
@@ -487,6 +497,7 @@ impl BrokerConfig {
                 self.log_message_timestamp_after_max_ms = parse(key, value, origin)?
             }
             "replication.listener" => self.replication_listener = listener(value)?,
+            "admin.listener" => self.admin_listener = listener(value)?,
             "replica.fetch.max.bytes" => self.replica_fetch_max_bytes = parse(key, value, origin)?,
             "replica.fetch.response.max.bytes" => {
                 self.replica_fetch_response_max_bytes = parse(key, value, origin)?
@@ -1108,7 +1119,10 @@ mod tests {
         for key in KEYS {
             let mut c = BrokerConfig::default();
             let value = match *key {
-                "listeners" | "advertised.listeners" | "replication.listener" => "PLAINTEXT://h:1",
+                "listeners"
+                | "advertised.listeners"
+                | "replication.listener"
+                | "admin.listener" => "PLAINTEXT://h:1",
                 "listener.security.protocol.map" => "PLAINTEXT:PLAINTEXT",
                 "log.dirs" | "log.dir" => "/x",
                 "auto.create.topics.enable" | "delete.topic.enable" => "false",

@@ -40,11 +40,15 @@
 //! - [`topic_config`]: the supported per-topic configs and their validation.
 //! - [`config`]: [`BrokerConfig`] with Kafka's property names and defaults, layered
 //!   (defaults < TOML < `GREGOR_*` env < CLI overrides) and validated once.
+//! - [`admin`]: the broker's side of the admin HTTP port: readiness, per-API request metrics
+//!   (recorded at the single dispatch point in [`server`]) and the scrape-time per-partition
+//!   gauges, for the Prometheus `/metrics` that `gregor server` serves on `admin.listener`.
 //! - [`error`]: [`BrokerError`], [`error::error_code`] (the only place that chooses Kafka error
 //!   codes) and [`error::to_status`] (the only place that chooses gRPC statuses).
 //!
 //! Log storage itself (segments, indexes, retention) lives in `gregor-storage`.
 
+pub mod admin;
 pub mod broker;
 pub mod cluster;
 pub mod config;

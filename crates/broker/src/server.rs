@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -14,12 +14,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use kafka_protocol::messages::ApiKey;
+
+use crate::admin::ErrorTally;
 use crate::broker::Broker;
 use crate::error::{BrokerError, Result};
 use crate::handlers::{self, Decoded, RequestContext, api_versions};
 
 /// How long shutdown waits for open connections to finish their current request.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Kafka's UNSUPPORTED_VERSION: the error code of the v0 answer to a too-new ApiVersions.
+const UNSUPPORTED_VERSION: i16 = 35;
 
 /// Largest read-buffer growth step: a frame's buffer grows with the bytes that actually
 /// arrive, so a peer that declares 100 MB and sends 10 bytes costs ~10 bytes, not 100 MB.
@@ -227,6 +233,9 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
 }
 
 /// Decodes and answers one frame. `Ok(None)`: nothing to send.
+///
+/// The one place every Kafka request passes: it records the per-API request metrics (count,
+/// latency from decoded request to encoded response, the response's error codes).
 async fn handle_frame(
     frame: Bytes,
     broker: &Arc<Broker>,
@@ -234,9 +243,18 @@ async fn handle_frame(
     peer: SocketAddr,
     listener: &Arc<str>,
 ) -> Result<Option<Bytes>, ConnectionEnd> {
-    match handlers::decode_frame(frame)? {
-        Decoded::ApiVersionsTooNew { correlation_id } => {
+    let metrics = broker.request_metrics();
+    let started = Instant::now();
+    let decoded = handlers::decode_frame(frame).inspect_err(|e| metrics.record_refused(e))?;
+    match decoded {
+        Decoded::ApiVersionsTooNew {
+            correlation_id,
+            version,
+        } => {
             tracing::debug!(%peer, "ApiVersions newer than ours; answering v0");
+            let mut errors = ErrorTally::default();
+            errors.add(UNSUPPORTED_VERSION);
+            metrics.record(ApiKey::ApiVersions, version, started.elapsed(), &errors);
             api_versions::too_new_response(correlation_id)
                 .map(Some)
                 .map_err(|e| ConnectionEnd::Close(handlers::CloseConnection::Encode(e)))
@@ -251,7 +269,13 @@ async fn handle_frame(
                 peer,
                 listener: Arc::clone(listener),
             };
-            Ok(handlers::dispatch(&ctx, header.correlation_id, request).await?)
+            let mut errors = ErrorTally::default();
+            let answered =
+                handlers::dispatch(&ctx, header.correlation_id, request, &mut errors).await;
+            if let Ok(key) = ApiKey::try_from(header.request_api_key) {
+                metrics.record(key, header.request_api_version, started.elapsed(), &errors);
+            }
+            Ok(answered?)
         }
     }
 }

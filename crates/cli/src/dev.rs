@@ -2,7 +2,8 @@
 //!
 //! Each node is a separate `gregor server` child (this same binary), so a node can be killed and
 //! restarted on its own, exactly as in production. Port scheme for node `i` (0-based, node id
-//! `i + 1`) and base port `P`: Kafka `P + i`, controller `P + 100 + i`, replication `P + 200 + i`.
+//! `i + 1`) and base port `P`: Kafka `P + i`, controller `P + 100 + i`, replication `P + 200 + i`,
+//! admin HTTP (`/health`, `/ready`, `/metrics`) `P + 300 + i`.
 //! The cluster id is generated once and kept in `DIR/cluster.id`, so a later `gregor dev` on the
 //! same directory restarts the same cluster with its data. Node output goes to `DIR/node-N.log`.
 //!
@@ -35,10 +36,11 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const READY_LINE: &str = "serving Kafka on";
 /// The file in the data directory that holds the cluster id.
 const CLUSTER_ID_FILE: &str = "cluster.id";
-/// Offsets of the controller and replication ports from the Kafka port.
+/// Offsets of the controller, replication and admin HTTP ports from the Kafka port.
 const CONTROLLER_OFFSET: u16 = 100;
 const REPLICATION_OFFSET: u16 = 200;
-/// At most 9 nodes, so the three port ranges (each < 100 wide) never overlap.
+const ADMIN_OFFSET: u16 = 300;
+/// At most 9 nodes, so the four port ranges (each < 100 wide) never overlap.
 const MAX_NODES: u8 = 9;
 /// Log lines shown when a node fails to start.
 const TAIL_LINES: usize = 20;
@@ -48,8 +50,8 @@ pub(crate) struct DevArgs {
     /// Number of nodes (1-9), each a combined broker + controller process.
     #[arg(long, default_value_t = 3)]
     nodes: u8,
-    /// Kafka port of node 1; node i (0-based) uses PORT+i (Kafka), PORT+100+i (controller) and
-    /// PORT+200+i (replication).
+    /// Kafka port of node 1; node i (0-based) uses PORT+i (Kafka), PORT+100+i (controller),
+    /// PORT+200+i (replication) and PORT+300+i (admin HTTP: /health, /ready, /metrics).
     #[arg(long, default_value_t = 9092)]
     port: u16,
     /// Data directory: one subdirectory and one log file per node, and the cluster id. Reused by
@@ -69,6 +71,8 @@ pub(crate) struct NodePlan {
     pub(crate) controller: u16,
     /// Replication gRPC port.
     pub(crate) replication: u16,
+    /// Admin HTTP port (`/health`, `/ready`, `/metrics`).
+    pub(crate) admin: u16,
     /// Arguments after the binary.
     pub(crate) args: Vec<String>,
     /// Where its stdout and stderr go.
@@ -85,7 +89,7 @@ pub(crate) fn plan(
     if !(1..=MAX_NODES).contains(&nodes) {
         bail!("--nodes must be between 1 and {MAX_NODES}, got {nodes}");
     }
-    let highest = u32::from(port) + u32::from(REPLICATION_OFFSET) + u32::from(nodes) - 1;
+    let highest = u32::from(port) + u32::from(ADMIN_OFFSET) + u32::from(nodes) - 1;
     if port == 0 || highest > u32::from(u16::MAX) {
         bail!(
             "--port {port}: the ports {port}..={highest} must be between 1 and {}",
@@ -107,6 +111,7 @@ pub(crate) fn plan(
         .map(|id| {
             let node_dir = format!("{dir}/node-{id}");
             let replication = kafka(id) + REPLICATION_OFFSET;
+            let admin = kafka(id) + ADMIN_OFFSET;
             let args = [
                 "server".to_string(),
                 "--node-id".into(),
@@ -127,12 +132,15 @@ pub(crate) fn plan(
                 format!("{node_dir}/metadata"),
                 "--override".into(),
                 format!("replication.listener=127.0.0.1:{replication}"),
+                "--override".into(),
+                format!("admin.listener=127.0.0.1:{admin}"),
             ];
             NodePlan {
                 id,
                 kafka: kafka(id),
                 controller: controller(id),
                 replication,
+                admin,
                 args: args.to_vec(),
                 log: PathBuf::from(format!("{dir}/node-{id}.log")),
             }
@@ -259,12 +267,13 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("bootstrap: {bootstrap}");
     for (node, restart) in nodes.iter().zip(&restarts) {
         println!(
-            "node {}: pid {}, kafka 127.0.0.1:{}, controller 127.0.0.1:{}, replication 127.0.0.1:{}",
+            "node {}: pid {}, kafka 127.0.0.1:{}, controller 127.0.0.1:{}, replication 127.0.0.1:{}, admin http://127.0.0.1:{}",
             node.id,
             pids.get(&node.id).copied().unwrap_or(0),
             node.kafka,
             node.controller,
-            node.replication
+            node.replication,
+            node.admin
         );
         println!("  restart: {restart}");
     }
@@ -444,16 +453,16 @@ mod tests {
     #[test]
     fn ports_follow_the_documented_scheme() {
         let nodes = plan(3, 9092, Path::new("/d"), "abc").unwrap();
-        let ports: Vec<(u8, u16, u16, u16)> = nodes
+        let ports: Vec<(u8, u16, u16, u16, u16)> = nodes
             .iter()
-            .map(|n| (n.id, n.kafka, n.controller, n.replication))
+            .map(|n| (n.id, n.kafka, n.controller, n.replication, n.admin))
             .collect();
         assert_eq!(
             ports,
             vec![
-                (1, 9092, 9192, 9292),
-                (2, 9093, 9193, 9293),
-                (3, 9094, 9194, 9294)
+                (1, 9092, 9192, 9292, 9392),
+                (2, 9093, 9193, 9293, 9393),
+                (3, 9094, 9194, 9294, 9394)
             ]
         );
         assert_eq!(
@@ -463,7 +472,8 @@ mod tests {
              --controller-quorum-voters 1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194 \
              --controller-listener 127.0.0.1:9193 --cluster-id abc \
              --log-dirs /d/node-2 --metadata-log-dir /d/node-2/metadata \
-             --override replication.listener=127.0.0.1:9293"
+             --override replication.listener=127.0.0.1:9293 \
+             --override admin.listener=127.0.0.1:9393"
         );
         assert_eq!(nodes[2].log, PathBuf::from("/d/node-3.log"));
     }
@@ -474,11 +484,11 @@ mod tests {
         assert!(plan(10, 9092, Path::new("/d"), "a").is_err());
         assert!(plan(9, 9092, Path::new("/d"), "a").is_ok());
         assert!(plan(1, 0, Path::new("/d"), "a").is_err());
-        // The highest port, replication of the last node, must fit: 65335 + 200 + 0 is fine,
-        // one more is not.
-        assert!(plan(1, 65335, Path::new("/d"), "a").is_ok());
-        assert!(plan(1, 65336, Path::new("/d"), "a").is_err());
-        assert!(plan(3, 65334, Path::new("/d"), "a").is_err());
+        // The highest port, admin of the last node, must fit: 65235 + 300 + 0 is fine, one
+        // more is not.
+        assert!(plan(1, 65235, Path::new("/d"), "a").is_ok());
+        assert!(plan(1, 65236, Path::new("/d"), "a").is_err());
+        assert!(plan(3, 65234, Path::new("/d"), "a").is_err());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - `produce`: lines from stdin to a topic, with Kafka's partitioners.
 //! - `consume`: records from a topic to stdout.
 //! - `server`: run one node (config layering lives in the broker crate).
+//! - `admin`: the node's admin HTTP port (`/health`, `/ready`, Prometheus `/metrics`) and
+//!   `gregor admin health|ready|metrics`, its client (the compose healthcheck).
 //! - `tools`: `dump-log` and other inspection commands.
 //! - `group`: `gregor group list|describe|delete|reset-offsets` (kafka-consumer-groups.sh).
 //! - `cluster`: `gregor cluster describe` (the controller quorum and its brokers).
@@ -16,6 +18,7 @@
 //!
 //! Clap types stay in this crate: the library crates take plain values.
 
+mod admin;
 mod cluster;
 mod consume;
 mod dev;
@@ -47,6 +50,8 @@ struct Cli {
 enum Command {
     /// Run a node: the Kafka listener and the partition logs.
     Server(server::ServerArgs),
+    /// Ask a node's admin HTTP port: health, readiness or Prometheus metrics.
+    Admin(admin::AdminArgs),
     /// Create, list, describe, delete and alter topics.
     Topic(topic::TopicArgs),
     /// Produce lines from stdin, one record per line.
@@ -96,6 +101,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server::run(args).await,
+            Command::Admin(args) => admin::run(args).await,
             Command::Tools(args) => tools::run(args),
             Command::Topic(args) => topic::run(args).await,
             Command::Produce(args) => produce::run(args).await,

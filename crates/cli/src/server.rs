@@ -13,6 +13,10 @@
 //!   serves Kafka once it caught up and was unfenced. A broker-only process needs
 //!   `controller.quorum.voters`.
 //!
+//! * Every process serves the admin HTTP port on `admin.listener` (default `127.0.0.1:0`):
+//!   `/health`, `/ready` and Prometheus `/metrics` (see [`crate::admin`]), started first and
+//!   stopped last.
+//!
 //! Configuration ([`NodeConfig`]): one load for the whole process. Each layer (defaults < TOML
 //! file < `GREGOR_*` env < flags / `--override`) is read once; the broker's keys go to
 //! `BrokerConfig`, the controller's to `ControllerConfig` (each skipping the other's keys, unknown
@@ -30,8 +34,10 @@ use gregor_broker::BrokerConfig;
 use gregor_broker::quorum::QuorumConfig;
 use gregor_controller::ControllerConfig;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::AdminState;
 use crate::parse_key_value;
 
 #[derive(Debug, Args)]
@@ -156,10 +162,47 @@ pub(crate) async fn run(args: ServerArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Starts the controller role (if configured), then serves the broker role (if configured)
-/// until `shutdown`; then stops the broker (controlled shutdown first) and the controller last,
-/// so the broker's last heartbeat still finds it.
+/// Starts the admin HTTP port, the controller role (if configured), then serves the broker
+/// role (if configured) until `shutdown`; then stops the broker (controlled shutdown first),
+/// the controller, so the broker's last heartbeat still finds it, and the admin port last.
 async fn serve(config: NodeConfig, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let roles = &config.controller;
+    // First, so `/health` answers and `/ready` says why not while the roles start.
+    let admin = Arc::new(AdminState::new(roles.process_roles, shutdown.clone()));
+    let admin_bind = config.broker.admin_listener.bind_addr();
+    let admin_socket = TcpListener::bind(&admin_bind)
+        .await
+        .with_context(|| format!("bind the admin listener on {admin_bind}"))?;
+    println!(
+        "gregor {} serving admin HTTP on {} (/health, /ready, /metrics)",
+        env!("CARGO_PKG_VERSION"),
+        admin_socket.local_addr()?
+    );
+    let admin_stop = CancellationToken::new();
+    let mut admin_task = JoinSet::new();
+    admin_task.spawn(crate::admin::serve(
+        admin_socket,
+        Arc::clone(&admin),
+        admin_stop.clone(),
+    ));
+    let result = serve_roles(config, shutdown, &admin).await;
+    admin_stop.cancel();
+    while let Some(done) = admin_task.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin HTTP server failed"),
+            Err(e) => tracing::warn!(error = %e, "admin HTTP server panicked"),
+        }
+    }
+    result
+}
+
+/// The roles of [`serve`], publishing each to `admin` as it comes up.
+async fn serve_roles(
+    config: NodeConfig,
+    shutdown: &CancellationToken,
+    admin: &AdminState,
+) -> anyhow::Result<()> {
     let roles = &config.controller;
     // Its own token: the controller outlives the broker's controlled shutdown.
     let controller_stop = CancellationToken::new();
@@ -167,6 +210,7 @@ async fn serve(config: NodeConfig, shutdown: &CancellationToken) -> anyhow::Resu
         let node = gregor_controller::config::start(roles, controller_stop.clone())
             .await
             .context("start the controller")?;
+        admin.set_controller(node.raft().metrics());
         println!(
             "gregor {} serving the controller quorum on {} (node {}, cluster {}), metadata in {}",
             env!("CARGO_PKG_VERSION"),
@@ -197,7 +241,7 @@ async fn serve(config: NodeConfig, shutdown: &CancellationToken) -> anyhow::Resu
             heartbeat_interval: Duration::from_millis(roles.broker_heartbeat_interval_ms),
             rack: None,
         };
-        run_broker(config.broker.clone(), quorum, shutdown.clone()).await
+        run_broker(config.broker.clone(), quorum, shutdown.clone(), admin).await
     } else {
         shutdown.cancelled().await;
         Ok(())
@@ -254,6 +298,7 @@ async fn run_broker(
     config: BrokerConfig,
     quorum: QuorumConfig,
     shutdown: CancellationToken,
+    admin: &AdminState,
 ) -> anyhow::Result<()> {
     // Every named listener; the first one's bound address fills in its advertised endpoint.
     let mut sockets = Vec::new();
@@ -300,6 +345,8 @@ async fn run_broker(
         broker.config().node_id,
         broker.config().log_dir.display()
     );
+    // The sockets listen since they were bound; their accept loops start with `serving`.
+    admin.set_broker(Arc::clone(&broker));
     let serving = gregor_broker::server::run_listeners(sockets, broker, kafka_stop.clone());
     tokio::pin!(serving);
     let (served, replicated) = tokio::select! {

@@ -96,14 +96,25 @@ impl Quorum {
             .context("spawn gregor server")?;
         let stdout = child.stdout.take().context("stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+        // The admin port's line comes first; the controller's says `serving the controller quorum`.
+        let serving = async {
+            loop {
+                let line = lines
+                    .next_line()
+                    .await?
+                    .context("controller exited before serving")?;
+                if line.contains("serving the controller quorum") {
+                    return anyhow::Ok(());
+                }
+                anyhow::ensure!(
+                    line.contains("serving admin HTTP on"),
+                    "unexpected line {line:?}"
+                );
+            }
+        };
+        tokio::time::timeout(DEADLINE, serving)
             .await
-            .context("controller did not report serving")??
-            .context("controller exited before serving")?;
-        anyhow::ensure!(
-            line.contains("serving the controller quorum"),
-            "unexpected first line {line:?}"
-        );
+            .context("controller did not report serving")??;
         self.children.insert(id, child);
         Ok(())
     }

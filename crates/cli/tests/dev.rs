@@ -20,14 +20,16 @@ use std::time::{Duration, Instant};
 
 use common::{DEADLINE, GREGOR, gregor, stderr};
 
-/// A base port whose nine dev ports (Kafka, controller, replication for three nodes) are free
-/// right now. Candidates are spread by PID so that parallel test binaries rarely collide.
+/// A base port whose twelve dev ports (Kafka, controller, replication and admin for three
+/// nodes) are free right now. Candidates are 400 apart (one range each) and spread by PID so
+/// that parallel test binaries rarely collide.
 fn free_base() -> u16 {
-    let start = 20_000 + (std::process::id() % 60) as u16 * 300;
-    (0..60u16)
-        .map(|i| 20_000 + (start - 20_000 + i * 300) % 18_000)
+    let start = 20_000 + (std::process::id() % 45) as u16 * 400;
+    (0..45u16)
+        .map(|i| 20_000 + (start - 20_000 + i * 400) % 18_000)
         .find(|base| {
-            let ports = (0..3).flat_map(|i| [base + i, base + 100 + i, base + 200 + i]);
+            let ports =
+                (0..3).flat_map(|i| [base + i, base + 100 + i, base + 200 + i, base + 300 + i]);
             let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
             held.iter().all(Result::is_ok)
         })

@@ -19,6 +19,8 @@
 //!   partition, config and producer-id writes executed by the leader through the planner).
 //! - [`config`]: the layered [`config::ControllerConfig`] (Kafka property names, as for the broker)
 //!   and [`run`], the controller role of a process.
+//! - [`metrics`]: [`metrics::RaftCollector`], the controller's Prometheus gauges (leader, term,
+//!   log and applied index) read from openraft's metrics at scrape time.
 //! - [`node`]: a running controller ([`node::ControllerNode`]) owning its tasks.
 //! - [`error`]: [`error::ControllerError`] and its one mapping to gRPC statuses.
 
@@ -30,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod metadata;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod planner;

@@ -11,6 +11,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes, VersionRange};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{ErrorTally, ResponseErrors};
 use crate::broker::Broker;
 
 pub mod api_versions;
@@ -114,6 +115,8 @@ pub enum Decoded {
     ApiVersionsTooNew {
         /// Correlation id to echo.
         correlation_id: i32,
+        /// The version the client asked for (the request metrics' label).
+        version: i16,
     },
     /// A request for a supported API and version.
     Request {
@@ -147,11 +150,21 @@ macro_rules! registry {
             }
         }
 
+        /// The name Kafka gives a served API (its `request` metric tag: `Produce`,
+        /// `ApiVersions`, ...); `None` for APIs this broker does not serve.
+        pub fn api_name(key: ApiKey) -> Option<&'static str> {
+            match key {
+                $( ApiKey::$key => Some(stringify!($key)), )*
+                _ => None,
+            }
+        }
+
         /// Runs the handler for `request` and encodes its response frame (size prefix
-        /// included). `Ok(None)` means send nothing; `Err` means close the connection.
-        pub async fn dispatch(ctx: &RequestContext, correlation_id: i32, request: ApiRequest) -> Result<Option<Bytes>, CloseConnection> {
+        /// included). `Ok(None)` means send nothing; `Err` means close the connection. The
+        /// response's error codes go to `errors` (the request metrics).
+        pub async fn dispatch(ctx: &RequestContext, correlation_id: i32, request: ApiRequest, errors: &mut ErrorTally) -> Result<Option<Bytes>, CloseConnection> {
             match request {
-                $( ApiRequest::$key(req) => finish(correlation_id, ctx.api_version, $module::handle(ctx, req).await), )*
+                $( ApiRequest::$key(req) => finish(correlation_id, ctx.api_version, $module::handle(ctx, req).await, errors), )*
             }
         }
     };
@@ -215,7 +228,10 @@ pub fn decode_frame(mut frame: Bytes) -> Result<Decoded, DecodeError> {
         // KIP-511: the client may be newer than us; its header layout may be too, but the
         // correlation id is always bytes 4..8.
         let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
-        return Ok(Decoded::ApiVersionsTooNew { correlation_id });
+        return Ok(Decoded::ApiVersionsTooNew {
+            correlation_id,
+            version,
+        });
     }
     if version < range.min || version > range.max {
         return Err(DecodeError::UnsupportedVersion { key, version });
@@ -255,17 +271,34 @@ pub fn encode_response<R: Encodable + HeaderVersion>(
     Ok(out.freeze())
 }
 
-fn finish<R: Encodable + HeaderVersion>(
+/// Kafka's NETWORK_EXCEPTION ("the server disconnected before a response was received"): what
+/// a client sees, and the request metrics count, when a request is answered by closing the
+/// connection.
+const NETWORK_EXCEPTION: i16 = 13;
+/// Kafka's UNKNOWN_SERVER_ERROR: a response that could not be encoded.
+const UNKNOWN_SERVER_ERROR: i16 = -1;
+
+fn finish<R: Encodable + HeaderVersion + ResponseErrors>(
     correlation_id: i32,
     version: i16,
     reply: Reply<R>,
+    errors: &mut ErrorTally,
 ) -> Result<Option<Bytes>, CloseConnection> {
     match reply {
-        Reply::Respond(r) => encode_response(correlation_id, version, &r)
-            .map(Some)
-            .map_err(CloseConnection::Encode),
+        Reply::Respond(r) => {
+            r.tally(errors);
+            encode_response(correlation_id, version, &r)
+                .map(Some)
+                .map_err(|e| {
+                    errors.add(UNKNOWN_SERVER_ERROR);
+                    CloseConnection::Encode(e)
+                })
+        }
         Reply::NoResponse => Ok(None),
-        Reply::Close => Err(CloseConnection::Requested),
+        Reply::Close => {
+            errors.add(NETWORK_EXCEPTION);
+            Err(CloseConnection::Requested)
+        }
     }
 }
 

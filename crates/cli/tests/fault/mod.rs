@@ -2,8 +2,8 @@
 //! processes on loopback, with process faults (kill -9, SIGSTOP/SIGCONT, restart), metadata
 //! observation through librdkafka, and the workload driver in [`workload`].
 //!
-//! Every node gets fixed free loopback ports (Kafka, controller, replication) and its own data
-//! directory, so a restart uses the same command line and the same files. Every wait polls an
+//! Every node gets fixed free loopback ports (Kafka, controller, replication, admin HTTP) and its
+//! own data directory, so a restart uses the same command line and the same files. Every wait polls an
 //! observable condition (a stdout line, a metadata answer) against a deadline. Children are
 //! killed by PID when the cluster drops (SIGKILL also ends a SIGSTOPped process); their stderr
 //! tails are printed if the test is failing.
@@ -40,7 +40,7 @@ pub const CLUSTER_ID: &str = "gregor-durability";
 /// Lines of each node's stderr kept for failure reports.
 const STDERR_TAIL: usize = 200;
 
-/// The three addresses of one node.
+/// The addresses of one node.
 #[derive(Debug, Clone)]
 pub struct NodeAddrs {
     /// Kafka listener (`listeners`).
@@ -49,6 +49,8 @@ pub struct NodeAddrs {
     pub controller: String,
     /// Broker replication gRPC listener (`replication.listener`).
     pub replication: String,
+    /// Admin HTTP listener (`admin.listener`: `/health`, `/ready`, `/metrics`).
+    pub admin: String,
 }
 
 struct Node {
@@ -95,7 +97,7 @@ impl std::fmt::Debug for Cluster {
 }
 
 /// `n` free loopback ports (bound together, then released for the children).
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()?;
@@ -115,10 +117,10 @@ impl Cluster {
     /// each to serve Kafka.
     pub async fn start(overrides: &[(&str, &str)]) -> anyhow::Result<Cluster> {
         let tmp = tempfile::tempdir()?;
-        let ports = free_ports(9)?;
+        let ports = free_ports(12)?;
         let mut nodes = BTreeMap::new();
         for id in 1..=3i32 {
-            let i = (id - 1) as usize * 3;
+            let i = (id - 1) as usize * 4;
             let addr = |p: u16| format!("127.0.0.1:{p}");
             nodes.insert(
                 id,
@@ -127,6 +129,7 @@ impl Cluster {
                         kafka: addr(ports[i]),
                         controller: addr(ports[i + 1]),
                         replication: addr(ports[i + 2]),
+                        admin: addr(ports[i + 3]),
                     },
                     dir: tmp.path().join(format!("node-{id}")),
                     child: None,
@@ -208,6 +211,9 @@ impl Cluster {
                 "--override",
                 &format!("replication.listener={}", n.addrs.replication),
             ]);
+        }
+        if key_known("admin.listener") {
+            cmd.args(["--override", &format!("admin.listener={}", n.addrs.admin)]);
         }
         for (k, v) in &self.overrides {
             cmd.args(["--override", &format!("{k}={v}")]);
