@@ -25,7 +25,7 @@
 //! - OffsetCommit: the in-memory offsets change only then; a timeout is REQUEST_TIMED_OUT.
 //! - Group metadata (a SyncGroup assignment, a static member's rejoin): the JoinGroup/SyncGroup
 //!   replies of that generation wait for it, each in its own request. If it fails, they are
-//!   answered with Kafka's mapping ([`write_error`]) and the group rebalances
+//!   answered with Kafka's mapping (`write_error`) and the group rebalances
 //!   ([`Event::StoreFailed`]), as Kafka does when storing a SyncGroup assignment fails.
 //! - DeleteGroups and OffsetDelete tombstones: answered once replicated (same mapping).
 //!
@@ -873,7 +873,7 @@ impl GroupCoordinator {
 
     /// DeleteGroups: an empty group's offsets and metadata are tombstoned, then it is gone. The
     /// answer waits until the tombstones are replicated (errors as Kafka maps them,
-    /// [`write_error`]).
+    /// `write_error`).
     pub async fn delete_group(&self, shutdown: &CancellationToken, group_id: &str) -> Result<()> {
         let (slot, written) = self.delete_group_locally(group_id)?;
         self.replicated(&slot, &written, shutdown)
@@ -917,7 +917,7 @@ impl GroupCoordinator {
 
     /// OffsetDelete: removes the offsets of partitions of topics the group does not consume.
     /// `Err` is a group-level error (also when the tombstones are not replicated in time,
-    /// [`write_error`]); otherwise one result per requested partition.
+    /// `write_error`); otherwise one result per requested partition.
     pub async fn delete_offsets(
         &self,
         shutdown: &CancellationToken,
