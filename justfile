@@ -48,8 +48,8 @@ bench-leader-failover kills="10":
 fuzz target seconds="60":
     cd tests/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O {{target}} -- -max_total_time={{seconds}} -rss_limit_mb=2048
 
-# `gregor cluster describe` against a local controller.
-describe controller="127.0.0.1:9093":
+# `gregor cluster describe` against local controllers (default: `gregor dev`'s).
+dev-describe controller="127.0.0.1:9192,127.0.0.1:9193,127.0.0.1:9194":
     cargo run --bin gregor -- cluster describe --controller {{controller}}
 
 # ---- docker compose: three nodes of gregor:dev (deploy/compose.yaml, docs/quickstart.md) ----
@@ -95,7 +95,7 @@ describe:
     cargo run -q --release --bin gregor -- topic describe --bootstrap-server {{bootstrap}}
     {{compose}} exec -T node-1 gregor cluster describe --controller node-1:9093,node-2:9093,node-3:9093
 
-# Live failover view (`gregor cluster watch`, issue #6; not built yet).
+# Live failover view (`gregor cluster watch`: leaders, ISR, HW, events; docs/dev.md). `q` quits.
 watch:
     {{compose}} exec node-1 gregor cluster watch --controller node-1:9093,node-2:9093,node-3:9093
 

@@ -1,5 +1,9 @@
 //! `gregor cluster describe`: the controller quorum (leader, term, voters and their lag) and the
-//! registered brokers (alive or fenced, with their epochs).
+//! registered brokers (alive or fenced, with their epochs). `gregor cluster watch` ([`watch`]):
+//! the same, live, with every partition's leader, ISR and high watermark and the events that
+//! change them.
+
+mod watch;
 
 use std::time::Duration;
 
@@ -8,8 +12,10 @@ use clap::{Args, Subcommand};
 use gregor_proto::controller::v1 as pb;
 use gregor_proto::controller::v1::controller_admin_client::ControllerAdminClient;
 
-/// Default controller address (Kafka's conventional CONTROLLER port).
-const DEFAULT_CONTROLLER: &str = "127.0.0.1:9093";
+/// Default controller addresses: the three controllers of `gregor dev` (Kafka port + 100, see
+/// `docs/dev.md`). Kafka's conventional controller port 9093 is `gregor dev`'s second Kafka
+/// listener, so it would be the wrong default here.
+pub(crate) const DEFAULT_CONTROLLERS: &str = "127.0.0.1:9192,127.0.0.1:9193,127.0.0.1:9194";
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Args)]
@@ -24,9 +30,14 @@ enum ClusterCommand {
     Describe {
         /// Controller address(es), `HOST:PORT[,HOST:PORT...]`; the first that answers is used
         /// (a follower forwards the question to the leader).
-        #[arg(long, default_value = DEFAULT_CONTROLLER)]
+        #[arg(long, default_value = DEFAULT_CONTROLLERS)]
         controller: String,
     },
+    /// A live view: controller leader, brokers alive or fenced, every partition's leader, epoch,
+    /// ISR and high watermark, and timestamped events (leader changes, ISR shrink/expand,
+    /// fencing). On a terminal the screen refreshes in place; piped (or `--plain`) it prints one
+    /// line per event.
+    Watch(watch::WatchArgs),
 }
 
 pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
@@ -36,6 +47,7 @@ pub(crate) async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             print!("{}", render(&reply));
             Ok(())
         }
+        ClusterCommand::Watch(args) => watch::run(args).await,
     }
 }
 

@@ -9,7 +9,8 @@
 //!   `gregor admin health|ready|metrics`, its client (the compose healthcheck).
 //! - `tools`: `dump-log` and other inspection commands.
 //! - `group`: `gregor group list|describe|delete|reset-offsets` (kafka-consumer-groups.sh).
-//! - `cluster`: `gregor cluster describe` (the controller quorum and its brokers).
+//! - `cluster`: `gregor cluster describe` (the controller quorum and its brokers) and
+//!   `gregor cluster watch` (a live view of leaders, ISRs and high watermarks, with events).
 //! - `perf`: `gregor perf produce|consume` (kafka-producer-perf-test / rdkafka_performance).
 //! - `dev`: `gregor dev`, a local N-node cluster of `gregor server` children (see
 //!   `docs/dev.md`).
@@ -62,7 +63,7 @@ enum Command {
     Tools(tools::ToolsArgs),
     /// List, describe, delete consumer groups and reset their offsets.
     Group(group::GroupArgs),
-    /// Describe the controller quorum and the brokers it knows.
+    /// Describe the controller quorum and its brokers, or watch the cluster live.
     Cluster(cluster::ClusterArgs),
     /// Load generators: produce or consume N records and report throughput and latency.
     Perf(perf::PerfArgs),

@@ -19,10 +19,17 @@
 //! group request re-checks its own partition too.
 //!
 //! Persistence: committed offsets and group metadata are appended to the group's partition of
-//! `__consumer_offsets`, in Kafka's record formats. An OffsetCommit is answered only once the
-//! partition's high watermark passed its batch (Kafka writes this topic with acks=-1), bounded
-//! by `offsets.commit.timeout.ms`; the in-memory offsets change only then. Lock order:
-//! ownership → registry → group slot → partition log.
+//! `__consumer_offsets`, in Kafka's record formats, with acks=-1 (refused below
+//! `min.insync.replicas`). Every write a reply depends on is waited for until the partition's
+//! high watermark passed it, bounded by `offsets.commit.timeout.ms`, without locks held:
+//! - OffsetCommit: the in-memory offsets change only then; a timeout is REQUEST_TIMED_OUT.
+//! - Group metadata (a SyncGroup assignment, a static member's rejoin): the JoinGroup/SyncGroup
+//!   replies of that generation wait for it, each in its own request. If it fails, they are
+//!   answered with Kafka's mapping (`write_error`) and the group rebalances
+//!   ([`Event::StoreFailed`]), as Kafka does when storing a SyncGroup assignment fails.
+//! - DeleteGroups and OffsetDelete tombstones: answered once replicated (same mapping).
+//!
+//! Lock order: ownership → registry → group slot → partition log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
@@ -40,8 +47,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::records::{self, Key};
 use super::state::{
-    CommittedOffset, Event, Group, GroupConfig, GroupState, GroupSummary, Reply, RequestId,
-    StoredGroup, TopicPartitionKey,
+    CommittedOffset, Event, Group, GroupConfig, GroupState, GroupSummary, JoinResponse, Reply,
+    RequestId, StoredGroup, SyncResponse, TopicPartitionKey,
 };
 use super::{GroupError, OFFSETS_TOPIC};
 use crate::broker::{Broker, Partition, Topic, now_ms};
@@ -101,10 +108,33 @@ impl Clock {
     }
 }
 
+/// A group-metadata write and what became of its append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct GroupWrite {
+    /// The generation it stored.
+    generation: i32,
+    outcome: WriteOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum WriteOutcome {
+    /// Appended as leader in `epoch`: replies wait until the HW passed `last_offset`.
+    Appended { last_offset: i64, epoch: i32 },
+    /// The append itself was refused: replies carry this error.
+    Failed(GroupError),
+}
+
+/// A reply and the group-metadata write it must wait for (JoinGroup/SyncGroup successes of the
+/// written generation).
+type Delivery = (Reply, Option<GroupWrite>);
+
 #[derive(Debug)]
 struct SlotInner {
     group: Group,
-    waiters: HashMap<RequestId, oneshot::Sender<Reply>>,
+    waiters: HashMap<RequestId, oneshot::Sender<Delivery>>,
+    /// The latest group-metadata write. Successful JoinGroup/SyncGroup replies of its
+    /// generation wait for it (a follower's SyncGroup that arrives after the leader's too).
+    last_store: Option<GroupWrite>,
     /// The latest offset write per partition still waiting for replication (its commit
     /// sequence): only that write may update the in-memory offset when it completes, so an
     /// older commit finishing late never overwrites a newer one.
@@ -115,6 +145,8 @@ struct SlotInner {
 #[derive(Debug)]
 struct GroupSlot {
     partition: Arc<Partition>,
+    /// `min.insync.replicas` of `__consumer_offsets` (shared with the coordinator).
+    min_isr: Arc<AtomicI32>,
     inner: Mutex<SlotInner>,
     /// Wakes the timer task when a step may have moved the next deadline.
     wake: Notify,
@@ -141,22 +173,38 @@ impl GroupSlot {
             let mut stored = inner.group.stored();
             stored.current_state_timestamp = now_ms();
             let key = records::group_key(inner.group.id());
-            if let Err(e) = append(
+            let min_isr = self.min_isr.load(Ordering::Relaxed);
+            let outcome = match append(
                 &self.partition,
                 vec![(key, Some(records::group_value(&stored)))],
-                None,
+                Some(min_isr),
             ) {
-                // The in-memory group stays authoritative; a restart would reload the
-                // previous generation, and its members would rejoin.
-                tracing::warn!(group = %inner.group.id(), error = %e, "cannot persist group metadata");
-            }
+                Ok((last_offset, epoch)) => WriteOutcome::Appended { last_offset, epoch },
+                Err(e) => {
+                    tracing::warn!(group = %inner.group.id(), error = %e, "cannot persist group metadata");
+                    WriteOutcome::Failed(write_error(&e))
+                }
+            };
+            inner.last_store = Some(GroupWrite {
+                generation: inner.group.generation(),
+                outcome,
+            });
         }
+        let store = inner
+            .last_store
+            .clone()
+            .filter(|w| w.generation == inner.group.generation());
         for o in outputs {
             if let super::state::Output::Reply(id, reply) = o
                 && let Some(tx) = inner.waiters.remove(&id)
             {
+                let write = if needs_store(&reply) {
+                    store.clone()
+                } else {
+                    None
+                };
                 // The requester may have gone away (shutdown); nothing to do then.
-                let _ = tx.send(reply);
+                let _ = tx.send((reply, write));
             }
         }
         drop(inner);
@@ -225,6 +273,7 @@ impl Registry {
             let mut inner = slot.inner.lock();
             inner.waiters.clear();
             inner.pending.clear();
+            inner.last_store = None;
             inner.group.mark_dead();
             drop(inner);
             slot.wake.notify_one();
@@ -258,8 +307,9 @@ pub struct GroupCoordinator {
     create: Mutex<()>,
     reg: Arc<Registry>,
     next_request: AtomicU64,
-    /// `min.insync.replicas` of `__consumer_offsets` as last seen (the HW rule needs it).
-    offsets_min_isr: AtomicI32,
+    /// `min.insync.replicas` of `__consumer_offsets` as last seen (the HW rule needs it);
+    /// shared with every group slot.
+    offsets_min_isr: Arc<AtomicI32>,
     cancel: CancellationToken,
 }
 
@@ -279,7 +329,7 @@ impl GroupCoordinator {
             create: Mutex::new(()),
             reg: Arc::new(Registry::default()),
             next_request: AtomicU64::new(1),
-            offsets_min_isr: AtomicI32::new(1),
+            offsets_min_isr: Arc::new(AtomicI32::new(1)),
             cancel: CancellationToken::new(),
         }
     }
@@ -326,7 +376,12 @@ impl GroupCoordinator {
                 cancel.cancel();
             }
             self.reg.unload(index);
-            let slots = load_groups(partition, self.config.group, self.clock.now())?;
+            let slots = load_groups(
+                partition,
+                self.config.group,
+                self.clock.now(),
+                &self.offsets_min_isr,
+            )?;
             tracing::info!(
                 partition = index,
                 epoch,
@@ -434,6 +489,7 @@ impl GroupCoordinator {
                 epoch,
                 cancel,
                 config: self.config.group,
+                min_isr: Arc::clone(&self.offsets_min_isr),
                 clock: self.clock,
                 shutdown: self.cancel.clone(),
             }));
@@ -560,7 +616,11 @@ impl GroupCoordinator {
         if let Some(s) = groups.get(group_id) {
             return Ok(Arc::clone(s));
         }
-        let slot = new_slot(Group::new(group_id, self.config.group), partition);
+        let slot = new_slot(
+            Group::new(group_id, self.config.group),
+            partition,
+            Arc::clone(&self.offsets_min_isr),
+        );
         groups.insert(group_id.to_string(), Arc::clone(&slot));
         let mut timers = self.reg.timers.lock();
         // Reap finished timers (deleted groups) so the set does not grow without bound.
@@ -605,17 +665,58 @@ impl GroupCoordinator {
             inner.waiters.insert(id, tx);
         }
         slot.step(self.clock, event(id));
-        tokio::select! {
-            reply = rx => reply.map_err(|_| Unanswered::Interrupted),
+        let (reply, write) = tokio::select! {
+            delivery = rx => delivery.map_err(|_| Unanswered::Interrupted)?,
             _ = shutdown.cancelled() => {
                 slot.inner.lock().waiters.remove(&id);
-                Err(Unanswered::Interrupted)
+                return Err(Unanswered::Interrupted);
             }
             _ = self.cancel.cancelled() => {
                 slot.inner.lock().waiters.remove(&id);
-                Err(Unanswered::Interrupted)
+                return Err(Unanswered::Interrupted);
+            }
+        };
+        let Some(write) = write else {
+            return Ok(reply);
+        };
+        match self.replicated(&slot, &write.outcome, shutdown).await {
+            Ok(()) => Ok(reply),
+            Err(e) => {
+                tracing::debug!(group = group_id, generation = write.generation, error = %e, "group metadata not replicated");
+                // Kafka: reset the assignment, answer the error, rebalance. Every waiter of
+                // this write reports it; the group rebalances once.
+                slot.step(
+                    self.clock,
+                    Event::StoreFailed {
+                        generation: write.generation,
+                    },
+                );
+                Ok(with_error(reply, e))
             }
         }
+    }
+
+    /// Waits (bounded by `offsets.commit.timeout.ms`, no locks held) until the HW of the
+    /// group's offsets partition passed a write; its failure as Kafka maps it.
+    async fn replicated(
+        &self,
+        slot: &GroupSlot,
+        outcome: &WriteOutcome,
+        shutdown: &CancellationToken,
+    ) -> Result<(), GroupError> {
+        let (last_offset, epoch) = match outcome {
+            WriteOutcome::Appended { last_offset, epoch } => (*last_offset, *epoch),
+            WriteOutcome::Failed(e) => return Err(e.clone()),
+        };
+        let min_isr = self.offsets_min_isr.load(Ordering::Relaxed);
+        let timeout_ms = self.config.offsets_commit_timeout_ms;
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(timeout_ms.max(0) as u64);
+        let r = tokio::select! {
+            r = slot.partition.wait_for_replication(last_offset, epoch, min_isr, deadline, timeout_ms, shutdown) => r,
+            _ = self.cancel.cancelled() => Err(BrokerError::RequestTimedOut(timeout_ms)),
+        };
+        r.map_err(|e| write_error(&e))
     }
 
     /// OffsetCommit for one group: validates membership and generation, appends, waits until
@@ -770,8 +871,19 @@ impl GroupCoordinator {
         Ok(Some(inner.group.summary()))
     }
 
-    /// DeleteGroups: an empty group's offsets and metadata are tombstoned, then it is gone.
-    pub fn delete_group(&self, group_id: &str) -> Result<()> {
+    /// DeleteGroups: an empty group's offsets and metadata are tombstoned, then it is gone. The
+    /// answer waits until the tombstones are replicated (errors as Kafka maps them,
+    /// `write_error`).
+    pub async fn delete_group(&self, shutdown: &CancellationToken, group_id: &str) -> Result<()> {
+        let (slot, written) = self.delete_group_locally(group_id)?;
+        self.replicated(&slot, &written, shutdown)
+            .await
+            .map_err(|e| group_err(group_id, e))
+    }
+
+    /// The locked part of [`GroupCoordinator::delete_group`]: checks, appends the tombstones,
+    /// drops the group. Returns the write to wait for.
+    fn delete_group_locally(&self, group_id: &str) -> Result<(Arc<GroupSlot>, WriteOutcome)> {
         self.coordinated(group_id)
             .map_err(|e| group_err(group_id, e))?;
         let mut groups = self.reg.groups.lock();
@@ -791,23 +903,47 @@ impl GroupCoordinator {
             .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
             .collect();
         tombstones.push((records::group_key(group_id), None));
-        append(&slot.partition, tombstones, None)
-            .map_err(|e| not_leader_is_not_coordinator(group_id, e))?;
+        let min_isr = self.offsets_min_isr.load(Ordering::Relaxed);
+        let (last_offset, epoch) = append(&slot.partition, tombstones, Some(min_isr))
+            .map_err(|e| group_err(group_id, write_error(&e)))?;
         inner.group.offsets.clear();
         inner.group.mark_dead();
         groups.remove(group_id);
         drop(inner);
+        drop(groups);
         slot.wake.notify_one();
-        Ok(())
+        Ok((slot, WriteOutcome::Appended { last_offset, epoch }))
     }
 
     /// OffsetDelete: removes the offsets of partitions of topics the group does not consume.
-    /// `Err` is a group-level error; otherwise one result per requested partition.
-    pub fn delete_offsets(
+    /// `Err` is a group-level error (also when the tombstones are not replicated in time,
+    /// `write_error`); otherwise one result per requested partition.
+    pub async fn delete_offsets(
         &self,
+        shutdown: &CancellationToken,
         group_id: &str,
         partitions: Vec<TopicPartitionKey>,
     ) -> Result<Vec<(TopicPartitionKey, Option<GroupError>)>> {
+        let (results, written) = self.delete_offsets_locally(group_id, partitions)?;
+        if let Some((slot, written)) = written {
+            self.replicated(&slot, &written, shutdown)
+                .await
+                .map_err(|e| group_err(group_id, e))?;
+        }
+        Ok(results)
+    }
+
+    /// The locked part of [`GroupCoordinator::delete_offsets`]; returns the write to wait for,
+    /// if any tombstone was written.
+    #[allow(clippy::type_complexity)] // a private helper's (results, pending write) pair
+    fn delete_offsets_locally(
+        &self,
+        group_id: &str,
+        partitions: Vec<TopicPartitionKey>,
+    ) -> Result<(
+        Vec<(TopicPartitionKey, Option<GroupError>)>,
+        Option<(Arc<GroupSlot>, WriteOutcome)>,
+    )> {
         let slot = self
             .slot(group_id)
             .map_err(|e| group_err(group_id, e))?
@@ -823,16 +959,20 @@ impl GroupCoordinator {
             .filter(|(tp, err)| err.is_none() && inner.group.offsets.contains_key(tp))
             .map(|((t, p), _)| (records::offset_key(group_id, t, *p), None))
             .collect();
+        let mut written = None;
         if !tombstones.is_empty() {
-            append(&slot.partition, tombstones, None)
-                .map_err(|e| not_leader_is_not_coordinator(group_id, e))?;
+            let min_isr = self.offsets_min_isr.load(Ordering::Relaxed);
+            let (last_offset, epoch) = append(&slot.partition, tombstones, Some(min_isr))
+                .map_err(|e| group_err(group_id, write_error(&e)))?;
+            written = Some(WriteOutcome::Appended { last_offset, epoch });
         }
         for (tp, err) in &results {
             if err.is_none() {
                 inner.group.offsets.remove(tp);
             }
         }
-        Ok(results)
+        drop(inner);
+        Ok((results, written.map(|w| (slot, w))))
     }
 }
 
@@ -854,12 +994,65 @@ fn not_leader_is_not_coordinator(group: &str, e: BrokerError) -> BrokerError {
     }
 }
 
-fn new_slot(group: Group, partition: Arc<Partition>) -> Arc<GroupSlot> {
+/// Kafka's answer for a group-metadata or tombstone write to `__consumer_offsets` that failed or
+/// was not replicated in time (`GroupMetadataManager.appendGroupMetadataErrorToResponseError`,
+/// and the coordinator runtime's `handleOperationException` for DeleteGroups/OffsetDelete): too
+/// few in-sync replicas or a timeout → COORDINATOR_NOT_AVAILABLE; a lost leadership or a storage
+/// error → NOT_COORDINATOR (the client looks the coordinator up again). Anything else (Kafka:
+/// UNKNOWN_SERVER_ERROR for oversized batches, which these small writes never are) is
+/// COORDINATOR_NOT_AVAILABLE, so the client retries.
+fn write_error(e: &BrokerError) -> GroupError {
+    match e {
+        BrokerError::NotLeaderOrFollower { .. }
+        | BrokerError::FencedLeaderEpoch(_)
+        | BrokerError::UnknownLeaderEpoch(_)
+        | BrokerError::Storage(_) => GroupError::NotCoordinator,
+        BrokerError::Group { source, .. } => source.clone(),
+        _ => GroupError::CoordinatorNotAvailable,
+    }
+}
+
+/// Whether a reply waits for the group-metadata write of its generation: successful
+/// JoinGroup/SyncGroup answers (errors and other APIs are answered at once).
+fn needs_store(reply: &Reply) -> bool {
+    match reply {
+        Reply::Join(r) => r.error.is_none(),
+        Reply::Sync(r) => r.error.is_none(),
+        Reply::Heartbeat(_) | Reply::Leave(_) => false,
+    }
+}
+
+/// `reply` turned into the error answer of its API.
+fn with_error(reply: Reply, error: GroupError) -> Reply {
+    match reply {
+        Reply::Join(r) => Reply::Join(JoinResponse {
+            error: Some(error),
+            generation_id: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            skip_assignment: false,
+            members: Vec::new(),
+            member_id: r.member_id,
+        }),
+        Reply::Sync(_) => Reply::Sync(SyncResponse {
+            error: Some(error),
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        }),
+        other => other,
+    }
+}
+
+fn new_slot(group: Group, partition: Arc<Partition>, min_isr: Arc<AtomicI32>) -> Arc<GroupSlot> {
     Arc::new(GroupSlot {
         partition,
+        min_isr,
         inner: Mutex::new(SlotInner {
             group,
             waiters: HashMap::new(),
+            last_store: None,
             pending: HashMap::new(),
         }),
         wake: Notify::new(),
@@ -872,6 +1065,7 @@ fn load_groups(
     partition: &Arc<Partition>,
     config: GroupConfig,
     now: i64,
+    min_isr: &Arc<AtomicI32>,
 ) -> Result<Vec<(String, Arc<GroupSlot>)>> {
     let mut latest: BTreeMap<Key, Option<Bytes>> = BTreeMap::new();
     replay(partition, &mut latest)?;
@@ -922,7 +1116,10 @@ fn load_groups(
                 offsets.remove(&id).unwrap_or_default(),
                 now,
             );
-            (id, new_slot(group, Arc::clone(partition)))
+            (
+                id,
+                new_slot(group, Arc::clone(partition), Arc::clone(min_isr)),
+            )
         })
         .collect())
 }
@@ -935,6 +1132,7 @@ struct LoadJob {
     /// Cancelled when the leadership this load is for ends.
     cancel: CancellationToken,
     config: GroupConfig,
+    min_isr: Arc<AtomicI32>,
     clock: Clock,
     shutdown: CancellationToken,
 }
@@ -944,9 +1142,9 @@ struct LoadJob {
 async fn load_partition(job: LoadJob) {
     let index = job.partition.tp.partition;
     let partition = Arc::clone(&job.partition);
-    let (config, now) = (job.config, job.clock.now());
+    let (config, now, min_isr) = (job.config, job.clock.now(), Arc::clone(&job.min_isr));
     let read = tokio::select! {
-        r = tokio::task::spawn_blocking(move || load_groups(&partition, config, now)) => r,
+        r = tokio::task::spawn_blocking(move || load_groups(&partition, config, now, &min_isr)) => r,
         _ = job.cancel.cancelled() => return,
     };
     let mut owned = job.reg.owned.lock();

@@ -178,6 +178,14 @@ pub enum Event {
     },
     /// A deadline from [`Group::next_deadline`] passed.
     Tick,
+    /// The group-metadata write of generation `generation` was not replicated in time (or
+    /// failed): as Kafka does when storing a SyncGroup assignment fails, the group rebalances
+    /// (its members were answered with the error and rejoin). Ignored when the group has moved
+    /// on to another generation meanwhile.
+    StoreFailed {
+        /// The generation whose metadata was written.
+        generation: i32,
+    },
 }
 
 /// A member as the leader sees it in its JoinGroup response.
@@ -728,6 +736,11 @@ impl Group {
                 out.push(Output::Reply(req, Reply::Leave(result)));
             }
             Event::Tick => self.tick(now, &mut out),
+            Event::StoreFailed { generation } => {
+                if generation == self.generation {
+                    self.maybe_prepare_rebalance(now, &mut out);
+                }
+            }
         }
         out
     }

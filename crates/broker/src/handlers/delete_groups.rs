@@ -15,33 +15,36 @@ pub const VERSIONS: VersionRange = VersionRange { min: 0, max: 2 };
 /// Handles DeleteGroups.
 pub async fn handle(ctx: &RequestContext, req: DeleteGroupsRequest) -> Reply<DeleteGroupsResponse> {
     let ready = group::ready(&ctx.broker).await;
-    let results = req
-        .groups_names
-        .into_iter()
-        .map(|id| {
-            let group = id.0.to_string();
-            let err = |source| BrokerError::Group {
-                group: group.clone(),
-                source,
-            };
-            let result = if group.is_empty() {
-                Err(err(GroupError::InvalidGroupId))
-            } else if let Err(e) = &ready {
-                Err(err(e.clone()))
-            } else {
-                ctx.broker.groups().delete_group(&group)
-            };
-            let code = match &result {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::debug!(error = %error::message(e), "delete group rejected");
-                    error::code(e)
-                }
-            };
+    let mut results = Vec::with_capacity(req.groups_names.len());
+    for id in req.groups_names {
+        let group = id.0.to_string();
+        let err = |source| BrokerError::Group {
+            group: group.clone(),
+            source,
+        };
+        let result = if group.is_empty() {
+            Err(err(GroupError::InvalidGroupId))
+        } else if let Err(e) = &ready {
+            Err(err(e.clone()))
+        } else {
+            // Answered once the tombstones are replicated.
+            ctx.broker
+                .groups()
+                .delete_group(&ctx.shutdown, &group)
+                .await
+        };
+        let code = match &result {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::debug!(error = %error::message(e), "delete group rejected");
+                error::code(e)
+            }
+        };
+        results.push(
             DeletableGroupResult::default()
                 .with_group_id(id)
-                .with_error_code(code)
-        })
-        .collect();
+                .with_error_code(code),
+        );
+    }
     Reply::Respond(DeleteGroupsResponse::default().with_results(results))
 }

@@ -42,7 +42,11 @@ pub async fn handle(ctx: &RequestContext, req: OffsetDeleteRequest) -> Reply<Off
             }
         }
     }
-    let results = match broker.groups().delete_offsets(&group_id, known) {
+    let results = match broker
+        .groups()
+        .delete_offsets(&ctx.shutdown, &group_id, known)
+        .await
+    {
         Ok(r) => r,
         Err(e) => {
             return Reply::Respond(

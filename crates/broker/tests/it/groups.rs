@@ -1313,3 +1313,114 @@ async fn offset_commit_waits_for_replication_and_times_out() {
     assert_eq!(code, 7, "REQUEST_TIMED_OUT");
     assert_eq!(fetch_offsets(&mut c, 8, "slow", "t", 1).await, vec![5]);
 }
+
+/// Group-metadata and tombstone writes wait for the offsets partition's HW as commits do. With
+/// a follower in the ISR that never fetches, after `offsets.commit.timeout.ms`: the SyncGroup
+/// that completes a rebalance is answered COORDINATOR_NOT_AVAILABLE (15) and the group
+/// rebalances (Heartbeat: REBALANCE_IN_PROGRESS, 27); DeleteGroups and OffsetDelete answer 15
+/// (Kafka's `appendGroupMetadataErrorToResponseError` / `handleOperationException` mapping of
+/// REQUEST_TIMED_OUT).
+#[tokio::test]
+async fn group_metadata_and_tombstone_writes_wait_for_replication() {
+    use gregor_broker::cluster::PartitionAssignment;
+    const TIMEOUT_MS: i32 = 300;
+    let tb = TestBroker::start_with(|c| {
+        c.group_initial_rebalance_delay_ms = 0;
+        c.group_min_session_timeout_ms = 500;
+        c.offsets_topic_num_partitions = 5;
+        c.offsets_commit_timeout_ms = TIMEOUT_MS;
+    })
+    .await;
+    tb.create_topic("t", 1);
+    let mut c = tb.connect().await;
+    // Three groups of one offsets partition: one with a member, one to delete, one whose
+    // offsets are deleted; the last two have a commit from before the follower appeared.
+    let p = partition_for("m", 5);
+    let same: Vec<String> = (0..)
+        .map(|i| format!("g{i}"))
+        .filter(|g| partition_for(g, 5) == p)
+        .take(2)
+        .collect();
+    let (deleted, trimmed) = (same[0].as_str(), same[1].as_str());
+    for g in [deleted, trimmed] {
+        let resp = c
+            .send_version(&commit_req(g, "", -1, "t", &[(0, 5)]), 8)
+            .await
+            .unwrap();
+        assert_eq!(commit_codes(&resp), vec![0]);
+    }
+    let node = tb.broker.config().node_id;
+    tb.broker
+        .apply_assignment(
+            "__consumer_offsets",
+            p,
+            PartitionAssignment {
+                leader: Some(node),
+                leader_epoch: 1,
+                partition_epoch: 1,
+                replicas: vec![node, node + 1],
+                isr: vec![node, node + 1],
+                elr: vec![],
+            },
+        )
+        .unwrap();
+    // The new leader epoch reloads the partition (COORDINATOR_LOAD_IN_PROGRESS meanwhile).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let req = OffsetFetchRequest::default().with_groups(vec![
+            OffsetFetchRequestGroup::default()
+                .with_group_id(gid("m"))
+                .with_member_epoch(-1)
+                .with_topics(None),
+        ]);
+        match c.send_version(&req, 8).await.unwrap().groups[0].error_code {
+            0 => break,
+            14 => assert!(std::time::Instant::now() < until, "still loading"),
+            other => panic!("unexpected error code {other} while reloading"),
+        }
+        tokio::task::yield_now().await;
+    }
+
+    // The join completes without a write; the leader's SyncGroup stores the assignment.
+    let joined = join_new(&mut c, 5, "m", &["t"]).await;
+    assert_eq!(joined.error_code, 0);
+    let member = joined.member_id.to_string();
+    let started = std::time::Instant::now();
+    let sync = c
+        .send_version(
+            &sync_req("m", &member, joined.generation_id, &[(&member, b"a")]),
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(sync.error_code, 15, "COORDINATOR_NOT_AVAILABLE");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(TIMEOUT_MS as u64),
+        "answered after {:?}, before the write could time out",
+        started.elapsed()
+    );
+    assert!(sync.assignment.is_empty());
+    let hb = c
+        .send_version(&heartbeat_req("m", &member, joined.generation_id), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        hb.error_code, 27,
+        "REBALANCE_IN_PROGRESS: the group rebalances"
+    );
+
+    let req = DeleteGroupsRequest::default().with_groups_names(vec![gid(deleted)]);
+    let resp = c.send_version(&req, 2).await.unwrap();
+    assert_eq!(resp.results[0].error_code, 15, "DeleteGroups");
+    let req = OffsetDeleteRequest::default()
+        .with_group_id(gid(trimmed))
+        .with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0),
+                ]),
+        ]);
+    let resp = c.send_version(&req, 0).await.unwrap();
+    assert_eq!(resp.error_code, 15, "OffsetDelete");
+}

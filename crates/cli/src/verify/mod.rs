@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use self::backend::Backend;
+pub(crate) use self::plan::parse_duration;
 use self::plan::{FaultKind, PlannedFault, Target};
 use self::workload::Workload;
 

@@ -647,3 +647,30 @@ fn reloaded_group_is_stable_and_expires_without_heartbeats() {
     loaded.handle(1001 + 2 * i64::from(SESSION), Event::Tick);
     assert!(loaded.members().is_empty());
 }
+
+#[test]
+fn a_failed_store_of_the_current_generation_rebalances_the_group() {
+    let (mut g, generation) = stable(&["a", "b"]);
+    // A failure report for an older generation changes nothing.
+    assert!(
+        g.handle(
+            1,
+            Event::StoreFailed {
+                generation: generation - 1
+            }
+        )
+        .is_empty()
+    );
+    assert_eq!(g.state(), GroupState::Stable);
+    assert_eq!(hb_error(&mut g, 1, "b", generation), None);
+    // The assignment of this generation was not replicated: everybody rejoins.
+    g.handle(2, Event::StoreFailed { generation });
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+    assert_eq!(
+        hb_error(&mut g, 3, "b", generation),
+        Some(RebalanceInProgress)
+    );
+    // Several waiters report the same failure: the second report is a no-op.
+    assert!(g.handle(4, Event::StoreFailed { generation }).is_empty());
+    assert_eq!(g.state(), GroupState::PreparingRebalance);
+}
