@@ -442,13 +442,13 @@ pub async fn final_read(
     let c = consumer_config(client, "gregor-durability-final-read");
     let topic = topic.to_string();
     let rec = rec.clone();
+    let until = Instant::now() + deadline;
+    let marks = watermarks(&c, &topic, partitions, until).await?;
     tokio::task::spawn_blocking(move || {
         let process = 1_000_000;
-        let until = Instant::now() + deadline;
         let mut total = 0u64;
-        for partition in 0..partitions {
+        for (partition, (low, high)) in (0..partitions).zip(marks) {
             let consumer: BaseConsumer = c.create()?;
-            let (low, high) = watermarks(&consumer, &topic, partition, until)?;
             let session = partition as u64;
             rec.record(
                 Event::poll_invoke(rec.now_ns(), process, session, partition).in_final_read(),
@@ -475,28 +475,45 @@ pub async fn final_read(
     .await?
 }
 
-/// The partition's watermarks, asked again (until `until`) while the answer is a retriable
-/// Kafka error: right after a leader change the new leader answers OFFSET_NOT_AVAILABLE until
-/// its high watermark caught up (KIP-207), and metadata may still name the old leader.
-fn watermarks(
-    consumer: &BaseConsumer,
+/// Every partition's watermarks, asked again (at the harness's polling pace, until `until`)
+/// while the answer is a retriable Kafka error: right after a leader change the new leader
+/// answers OFFSET_NOT_AVAILABLE until its high watermark caught up (KIP-207), and metadata may
+/// still name the old leader.
+async fn watermarks(
+    c: &ClientConfig,
     topic: &str,
-    partition: i32,
+    partitions: i32,
     until: Instant,
-) -> anyhow::Result<(i64, i64)> {
+) -> anyhow::Result<Vec<(i64, i64)>> {
     use rdkafka::types::RDKafkaErrorCode as Code;
-    loop {
-        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
-            Ok(w) => return Ok(w),
-            Err(KafkaError::MetadataFetch(
-                Code::OffsetNotAvailable | Code::NotLeaderForPartition | Code::LeaderNotAvailable,
-            )) if Instant::now() < until => {
-                // The pace of asking again, not a synchronization: the loop ends on an answer.
-                std::thread::sleep(super::POLL_EVERY);
+    let consumer: Arc<BaseConsumer> = Arc::new(c.create()?);
+    let mut tick = tokio::time::interval(super::POLL_EVERY);
+    let mut out = Vec::new();
+    for partition in 0..partitions {
+        loop {
+            tick.tick().await;
+            let (consumer, t) = (Arc::clone(&consumer), topic.to_string());
+            let answer = tokio::task::spawn_blocking(move || {
+                consumer.fetch_watermarks(&t, partition, Duration::from_secs(10))
+            })
+            .await?;
+            match answer {
+                Ok(w) => {
+                    out.push(w);
+                    break;
+                }
+                Err(KafkaError::MetadataFetch(
+                    Code::OffsetNotAvailable
+                    | Code::NotLeaderForPartition
+                    | Code::LeaderNotAvailable,
+                )) if Instant::now() < until => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("watermarks of {topic}-{partition}"));
+                }
             }
-            Err(e) => return Err(e).with_context(|| format!("watermarks of {topic}-{partition}")),
         }
     }
+    Ok(out)
 }
 
 /// Sends `n` records one at a time from a fresh producer (`writer`), each awaited (bounded by
