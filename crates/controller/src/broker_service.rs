@@ -479,12 +479,20 @@ pub async fn run_planner(
 ) -> Result<(), ControllerError> {
     let mut ticker = tokio::time::interval(tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metrics = raft.metrics();
+    let mut seen = (ServerState::Follower, 0);
     loop {
+        // Also plan at once when this node becomes leader: a failover is when the planner has
+        // the most to do (a dead former leader's broker to fence, its leaderships to move).
+        let became_leader =
+            metrics.wait_for(|m| m.state == ServerState::Leader && (m.state, m.current_term) != seen);
         tokio::select! {
             _ = ticker.tick() => {}
+            r = became_leader => if r.is_err() { return Ok(()) },
             () = shutdown.cancelled() => return Ok(()),
         }
         let m = raft.metrics().borrow().clone();
+        seen = (m.state, m.current_term);
         if m.state != ServerState::Leader {
             continue;
         }

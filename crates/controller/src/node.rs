@@ -217,7 +217,10 @@ impl ControllerNode {
                 .add_service(BrokerLifecycleServer::new(brokers))
                 .add_service(ControllerAdminServer::new(admin))
                 .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    // With our own listener tonic sets no socket options: without TCP_NODELAY
+                    // a reply's last segment can wait for the peer's delayed ACK (Nagle), ~40 ms
+                    // on every Raft round trip, vote and broker session.
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                     stop.cancelled_owned(),
                 )
                 .await

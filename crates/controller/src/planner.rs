@@ -390,10 +390,9 @@ pub fn plan_heartbeat(image: &MetadataImage, hb: &Heartbeat) -> Result<Vec<Comma
 ///   `policy.timeout_ms` before `now`;
 /// * whose session stream closed more than `policy.disconnect_grace_ms` before `now`, with
 ///   nothing heard from it since;
-/// * whose co-located controller (same node id) has refused connections for more than
-///   `policy.disconnect_grace_ms`, with nothing heard from the broker since that began (the
-///   case where the dead node was the controller leader: the new leader never saw its
-///   session, but its Raft connection is refused at once).
+/// * whose co-located controller (same node id) refuses connections, with nothing heard from
+///   the broker since that began (the case where the dead node was the controller leader: the
+///   new leader never saw its session, but its Raft connection is refused at once).
 pub fn plan_session_expiry(
     image: &MetadataImage,
     liveness: &Liveness,
@@ -407,17 +406,17 @@ pub fn plan_session_expiry(
         .filter(|b| {
             let heard = liveness.last_heartbeat.get(&b.id).copied();
             let seen = heard.unwrap_or(0).max(liveness.since);
-            let gone_since = |at: Millis| {
-                heard.is_none_or(|h| h <= at) && now.saturating_sub(at) > policy.disconnect_grace_ms
-            };
-            let dropped = liveness
-                .disconnected
-                .get(&b.id)
-                .is_some_and(|&at| gone_since(at));
+            let silent_since = |at: Millis| heard.is_none_or(|h| h <= at);
+            let dropped = liveness.disconnected.get(&b.id).is_some_and(|&at| {
+                silent_since(at) && now.saturating_sub(at) > policy.disconnect_grace_ms
+            });
+            // No grace here: a refused connection means nothing listens on the node's controller
+            // port, so the process is gone (or not started yet: then this registration is an old
+            // incarnation's, and the new one's registration counts as heard).
             let unreachable = liveness
                 .unreachable_voters
                 .get(&b.id)
-                .is_some_and(|&at| gone_since(at));
+                .is_some_and(|&at| silent_since(at));
             dropped || unreachable || now.saturating_sub(seen) > policy.timeout_ms
         })
         .map(|b| Command::FenceBroker {

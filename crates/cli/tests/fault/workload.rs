@@ -187,7 +187,9 @@ impl Workload {
             .context("ack published but not recorded")
     }
 
-    /// Like [`Workload::first_ack_after`], for one partition (< [`TRACKED_PARTITIONS`]).
+    /// The completion time of the first ack on `partition` of a send invoked after `t_ns`
+    /// (waiting, bounded). Sends invoked earlier do not count: the delivery report of one the
+    /// (now dead) leader answered before `t_ns` can still be handed over after it.
     pub async fn first_ack_after_on(
         &self,
         partition: i32,
@@ -198,26 +200,45 @@ impl Workload {
             .ok()
             .filter(|i| *i < TRACKED_PARTITIONS)
             .context("partition not tracked")?;
+        let until = tokio::time::Instant::now() + deadline;
         let mut rx = self.acks.clone();
-        match tokio::time::timeout(deadline, rx.wait_for(|p| p.last_ns_by_partition[i] > t_ns))
-            .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => bail!("producers stopped"),
-            Err(_) => bail!("no ack on partition {partition} within {deadline:?}"),
+        let mut checked = 0;
+        loop {
+            let last = rx.borrow_and_update().last_ns_by_partition[i];
+            // Look at the history only when this partition got a new ack since the last look.
+            if last > t_ns && last != checked {
+                checked = last;
+                let events = self.recorder.snapshot();
+                let invoked_after: std::collections::HashSet<u64> = events
+                    .iter()
+                    .filter(|e| {
+                        e.f == OpFn::Send
+                            && e.kind == OpType::Invoke
+                            && e.partition == partition
+                            && e.t_ns > t_ns
+                    })
+                    .filter_map(|e| e.value)
+                    .collect();
+                let first = events
+                    .iter()
+                    .filter(|e| {
+                        e.f == OpFn::Send
+                            && e.kind == OpType::Ok
+                            && e.partition == partition
+                            && e.value.is_some_and(|v| invoked_after.contains(&v))
+                    })
+                    .map(|e| e.t_ns)
+                    .min();
+                if let Some(t) = first {
+                    return Ok(t);
+                }
+            }
+            match tokio::time::timeout_at(until, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => bail!("producers stopped"),
+                Err(_) => bail!("no ack on partition {partition} within {deadline:?}"),
+            }
         }
-        self.recorder
-            .snapshot()
-            .iter()
-            .filter(|e| {
-                e.f == OpFn::Send
-                    && e.kind == OpType::Ok
-                    && e.partition == partition
-                    && e.t_ns > t_ns
-            })
-            .map(|e| e.t_ns)
-            .min()
-            .context("ack published but not recorded")
     }
 
     /// Stops sending and waits (bounded by the delivery timeout) for every outstanding send to
