@@ -226,6 +226,25 @@ impl Client {
         Err(last.unwrap_or_else(|| ClientError::Unavailable(topic.to_string())))
     }
 
+    /// The address of the broker that leads `topic`-`partition`, from fresh metadata: for
+    /// callers that open their own (e.g. pipelined) connection to it.
+    pub async fn leader_addr(&mut self, topic: &str, partition: i32) -> Result<String> {
+        let _ = self.metadata(Some(&[topic.to_string()]), false).await?;
+        let id = self
+            .leaders
+            .get(&(topic.to_string(), partition))
+            .copied()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| {
+                ClientError::from_code(5, Some(format!("{topic}-{partition} has no leader")))
+                    .unwrap_or_else(|| ClientError::Unavailable(format!("{topic}-{partition}")))
+            })?;
+        self.brokers
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ClientError::Unavailable(format!("broker {id} is not in the metadata")))
+    }
+
     async fn leader(&mut self, topic: &str, partition: i32) -> Result<&mut Connection> {
         let key = (topic.to_string(), partition);
         if !self.leaders.contains_key(&key) {
