@@ -3,9 +3,11 @@
 //! sequential-write bandwidth a broker's appends compare with.
 //!
 //! A producer keeps one connection per partition leader with up to `--max-in-flight` produce
-//! requests pipelined on it (Kafka's `max.in.flight.requests.per.connection`); one request holds
-//! one batch for one partition, and consecutive batches go to consecutive partitions (like the
-//! sticky partitioner for records without keys). Latency is per record, up to its
+//! requests pipelined on it (Kafka's `max.in.flight.requests.per.connection`). Without a cap
+//! every batch fills at once, so (as librdkafka does under load) a request carries a full batch
+//! for each partition its broker leads, and the producer takes the brokers in turn. With
+//! `--throughput`, the records due within one `--linger-ms` form one batch, and consecutive
+//! batches go to consecutive partitions (like the sticky partitioner for records without keys). Latency is per record, up to its
 //! acknowledgement: with `--throughput` it starts when the record was due by the schedule (so
 //! linger and any lag behind the schedule count, as in a client's send → callback time); without
 //! a cap every record is due at once, so it starts when its batch was written. With `--acks 0`
@@ -287,6 +289,9 @@ struct Lane {
     version: i16,
     slots: Arc<Semaphore>,
     acks: Option<mpsc::UnboundedSender<InFlight>>,
+    /// The partitions this broker leads, and which of them gets the next batch.
+    partitions: Vec<i32>,
+    next: usize,
 }
 
 /// Reads the acknowledgements of one connection in order and records each record's latency.
@@ -326,25 +331,28 @@ async fn read_acks(
     Ok(hist)
 }
 
-/// One produce request carrying `batch` for one partition.
+/// One produce request carrying one batch for each of `batches`' partitions.
 fn produce_request(
     topic: &str,
-    partition: i32,
-    batch: Bytes,
+    batches: Vec<(i32, Bytes)>,
     acks: i16,
     timeout_ms: i32,
 ) -> ProduceRequest {
+    let partition_data = batches
+        .into_iter()
+        .map(|(partition, batch)| {
+            PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch))
+        })
+        .collect();
     ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(timeout_ms)
         .with_topic_data(vec![
             TopicProduceData::default()
                 .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partition_data(vec![
-                    PartitionProduceData::default()
-                        .with_index(partition)
-                        .with_records(Some(batch)),
-                ]),
+                .with_partition_data(partition_data),
         ])
 }
 
@@ -389,8 +397,10 @@ async fn producer(cfg: ProducerConfig, bar: ProgressBar) -> anyhow::Result<(Hist
     let mut lane_of_partition = Vec::with_capacity(cfg.leaders.len());
     let mut readers = JoinSet::new();
     for addr in cfg.leaders.iter() {
+        let partition = lane_of_partition.len() as i32;
         if let Some(&l) = lane_of_addr.get(addr.as_str()) {
             lane_of_partition.push(l);
+            lanes[l].partitions.push(partition);
             continue;
         }
         let (writer, reader) = Connection::connect(addr).await?.into_split();
@@ -407,6 +417,8 @@ async fn producer(cfg: ProducerConfig, bar: ProgressBar) -> anyhow::Result<(Hist
             version,
             slots: Arc::new(Semaphore::new(cfg.max_in_flight as usize)),
             acks,
+            partitions: vec![partition],
+            next: 0,
         });
     }
     let partitions = cfg.leaders.len() as i32;
@@ -420,21 +432,56 @@ async fn producer(cfg: ProducerConfig, bar: ProgressBar) -> anyhow::Result<(Hist
     let mut requests = 0u64;
     let start = Instant::now();
     let step = cfg.interval.unwrap_or(Duration::ZERO);
+    let mut next_lane = lane_of_partition[cfg.first_partition as usize];
     let written = async {
         while sent < cfg.records {
-            let (n, send_at) =
-                plan_batch(sent, cfg.records - sent, cfg.cap, cfg.interval, cfg.linger);
-            if cfg.interval.is_some() {
-                tokio::time::sleep_until((start + send_at).into()).await;
-            }
-            let lane = &mut lanes[lane_of_partition[partition as usize]];
-            let slot = Arc::clone(&lane.slots).acquire_owned().await?;
-            let batch = batches.get(n)?;
-            let req = produce_request(&cfg.topic, partition, batch, cfg.acks, cfg.timeout_ms);
-            let first_due = match cfg.interval {
-                Some(i) => start + i.mul_f64(sent as f64),
-                None => Instant::now(),
+            // The lane, the (partition, records) of the request's batches, when its first
+            // record was due.
+            let (lane, parts, first_due) = match cfg.interval {
+                // Throttled: the records due within one linger form one batch.
+                Some(interval) => {
+                    let (n, send_at) = plan_batch(
+                        sent,
+                        cfg.records - sent,
+                        cfg.cap,
+                        Some(interval),
+                        cfg.linger,
+                    );
+                    tokio::time::sleep_until((start + send_at).into()).await;
+                    let lane = lane_of_partition[partition as usize];
+                    let parts = vec![(partition, n)];
+                    partition = (partition + 1) % partitions;
+                    (lane, parts, Some(start + interval.mul_f64(sent as f64)))
+                }
+                // No cap: every partition's batch fills at once, so (like librdkafka) a request
+                // carries a full batch for each partition its broker leads.
+                None => {
+                    let lane = next_lane;
+                    next_lane = (next_lane + 1) % lanes.len();
+                    let l = &mut lanes[lane];
+                    let mut left = cfg.records - sent;
+                    let mut parts = Vec::with_capacity(l.partitions.len());
+                    for _ in 0..l.partitions.len() {
+                        if left == 0 {
+                            break;
+                        }
+                        let n = cfg.cap.min(left);
+                        left -= n;
+                        parts.push((l.partitions[l.next % l.partitions.len()], n));
+                        l.next += 1;
+                    }
+                    (lane, parts, None)
+                }
             };
+            let lane = &mut lanes[lane];
+            let slot = Arc::clone(&lane.slots).acquire_owned().await?;
+            let n: u64 = parts.iter().map(|&(_, n)| n).sum();
+            let mut data = Vec::with_capacity(parts.len());
+            for &(p, records) in &parts {
+                data.push((p, batches.get(records)?));
+            }
+            let req = produce_request(&cfg.topic, data, cfg.acks, cfg.timeout_ms);
+            let first_due = first_due.unwrap_or_else(Instant::now);
             let correlation = lane.writer.write_request(&req, lane.version).await?;
             if let Some(acks) = &lane.acks {
                 let pending = InFlight {
@@ -453,7 +500,6 @@ async fn producer(cfg: ProducerConfig, bar: ProgressBar) -> anyhow::Result<(Hist
             sent += n;
             requests += 1;
             bar.inc(n);
-            partition = (partition + 1) % partitions;
         }
         anyhow::Ok(())
     }
@@ -485,6 +531,9 @@ async fn produce(args: ProducePerfArgs) -> anyhow::Result<()> {
     let partitions = prepare_topic(&mut client, &args.topic, args.partitions).await?;
     let mut leaders = Vec::with_capacity(partitions as usize);
     for p in 0..partitions {
+        // A fresh topic's leaders may not serve it yet; the pipelined producers do not retry,
+        // so wait until every leader answers for its partition (ListOffsets retries).
+        client.list_offset(&args.topic, p, -1).await?;
         leaders.push(client.leader_addr(&args.topic, p).await?);
     }
     let leaders = Arc::new(leaders);

@@ -540,7 +540,8 @@ impl Client {
     }
 
     /// ListOffsets for one partition: `timestamp` -2 earliest, -1 latest, -3 max timestamp, or a
-    /// time in ms. Returns (offset, timestamp); offset -1 when no record is that late.
+    /// time in ms. Returns (offset, timestamp); offset -1 when no record is that late. Retriable
+    /// errors (a leader that does not know a new partition yet) are retried.
     pub async fn list_offset(
         &mut self,
         topic: &str,
@@ -559,8 +560,24 @@ impl Client {
                             .with_timestamp(timestamp),
                     ]),
             ]);
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            let result = self.list_offset_once(topic, partition, &req).await;
+            if let Some(done) = self.settle(topic, partition, result, &mut last).await {
+                return done;
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Unavailable("list offsets".into())))
+    }
+
+    async fn list_offset_once(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        req: &ListOffsetsRequest,
+    ) -> Result<(i64, i64)> {
         let conn = self.leader(topic, partition).await?;
-        let resp = conn.send(&req).await?;
+        let resp = conn.send(req).await?;
         let p = resp
             .topics
             .first()
