@@ -549,6 +549,21 @@ def markdown(rows, ratios, meta):
             out.append(f"| {label} | — | — | — | {target} | not assessed |")
             continue
         out.append(f"| {label} | {m['min']:.2f} | {m['median']:.2f} | {m['max']:.2f} | ≥ {target} | {'yes' if met else 'no'} |")
+    out += ["", "Absolute targets (median over the rounds):", "",
+            "| Target | median | limit | met |", "|---|---|---|---|"]
+    for label, key, limit in (
+        ("p99 produce latency, 20k/s acks=all, 1 partition", "Gregor RF=3, 1 part., 20k/s acks=all, p99", 10.0),
+        ("p99 produce latency, 20k/s acks=all, 12 partitions", "Gregor RF=3, 12 part., 20k/s acks=all, p99", 10.0),
+        ("idle RSS, largest of 3 nodes (MiB)", "Gregor RSS idle, largest node (3 nodes)", 50.0),
+        ("RSS under load, largest node (MiB)", "Gregor RSS peak under load, largest node", 256.0),
+        ("single node start to serving (s)", "Gregor single node start to serving", 1.0),
+        ("3-node cluster start to serving (s)", "Gregor 3-node cluster start to serving", 1.0),
+    ):
+        m = meta["figures"].get(key)
+        if m is None:
+            out.append(f"| {label} | — | ≤ {limit} | not assessed |")
+        else:
+            out.append(f"| {label} | {m['median']:.2f} | ≤ {limit} | {'yes' if m['median'] <= limit else 'no'} |")
     return "\n".join(out) + "\n"
 
 
@@ -565,7 +580,7 @@ def main():
     ap.add_argument("--latency-seconds", type=float, default=None, help="default 10; quick 3")
     ap.add_argument("--nats-records", type=int, default=None, help="default 200,000; quick 50,000")
     ap.add_argument("--nats-sync-records", type=int, default=None, help="default 3,000; quick 1,000")
-    ap.add_argument("--run-cap", type=float, default=180.0, help="seconds any one client command may take")
+    ap.add_argument("--run-cap", type=float, default=120.0, help="seconds any one client command may take")
     ap.add_argument("--gregor", default=None, help="gregor binary (default $CARGO_TARGET_DIR/release/gregor)")
     ap.add_argument("--natsbench", default=None, help="natsbench binary (default $CARGO_TARGET_DIR/release/natsbench)")
     ap.add_argument("--nats-server", default=shutil.which("nats-server") or "/usr/sbin/nats-server")
@@ -640,7 +655,7 @@ def main():
             {"meta": meta, "runs": suite.runs, "summary": fig,
              "ratios": [{"ratio": l, **(m or {}), "target": t, "met": met} for l, m, t, met in ratios]},
             indent=1))
-        md = markdown(rows, ratios, meta)
+        md = markdown(rows, ratios, {**meta, "figures": fig})
         (out / "results.md").write_text(md)
         print(md)
         log(f"done in {meta['elapsed_s'] / 60:.1f} min; {out / 'results.json'}, {out / 'results.md'}")
