@@ -33,7 +33,11 @@ async fn main() -> Result<(), Error> {
     let msgs: usize = arg(&args, 4, "msgs")?;
     let size: usize = arg(&args, 5, "size")?;
     let mode: String = arg(&args, 6, "mode")?;
-    let window: usize = if args.len() > 7 { arg(&args, 7, "window")? } else { 256 };
+    let window: usize = if args.len() > 7 {
+        arg(&args, 7, "window")?
+    } else {
+        256
+    };
     if mode != "sync" && mode != "async" {
         return Err(format!("mode must be sync or async, not {mode}").into());
     }
@@ -85,7 +89,11 @@ async fn main() -> Result<(), Error> {
     let info = js.get_stream(&name).await?.info().await?.clone();
     // The warm-up messages are in the stream too.
     if info.state.messages < msgs as u64 {
-        return Err(format!("stream holds {} messages, expected {msgs}", info.state.messages).into());
+        return Err(format!(
+            "stream holds {} messages, expected {msgs}",
+            info.state.messages
+        )
+        .into());
     }
     let _ = js.delete_stream(&name).await;
 
