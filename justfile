@@ -44,6 +44,11 @@ bench-controller-failover kills="20":
 bench-leader-failover kills="10":
     GREGOR_BENCH_KILLS={{kills}} cargo test --release -p gregor-cli --test durability -- --ignored failover_unavailability_bench --nocapture
 
+# Side by side: Gregor RF=3 and RF=1, raw disk writes, NATS JetStream R3 (Tansu with
+# TANSU=/path/to/tansu); 3 rounds, min/median/max and ratios (docs/benchmarks.md). `--quick`.
+bench *ARGS:
+    benches/run.sh {{ARGS}}
+
 # A cargo-fuzz target for a while (needs `cargo install cargo-fuzz`; stable via RUSTC_BOOTSTRAP).
 fuzz target seconds="60":
     cd tests/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O {{target}} -- -max_total_time={{seconds}} -rss_limit_mb=2048

@@ -27,8 +27,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Kafka's UNSUPPORTED_VERSION: the error code of the v0 answer to a too-new ApiVersions.
 const UNSUPPORTED_VERSION: i16 = 35;
 
-/// Largest read-buffer growth step: a frame's buffer grows with the bytes that actually
-/// arrive, so a peer that declares 100 MB and sends 10 bytes costs ~10 bytes, not 100 MB.
+/// A frame's buffer starts at this size and takes the rest of the declared size only once this
+/// much has arrived, so a peer that declares 100 MB and sends 10 bytes costs 256 KiB, not 100 MB.
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Why a connection ended. Only logged.
@@ -220,9 +220,13 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
         return Err(ConnectionEnd::BadSize(size));
     }
     let size = size as usize;
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(size.min(READ_CHUNK));
     while buf.len() < size {
-        buf.reserve((size - buf.len()).min(READ_CHUNK));
+        // Once the peer has sent a chunk's worth, the rest is allocated in one piece: growing
+        // chunk by chunk copied a 1 MiB produce request about twice (docs/benchmarks.md).
+        if buf.len() >= READ_CHUNK {
+            buf.reserve(size - buf.len());
+        }
         let want = size - buf.len();
         let n = (&mut *read).take(want as u64).read_buf(&mut buf).await?;
         if n == 0 {

@@ -1,19 +1,40 @@
-//! `gregor perf produce|consume`: load generators in the spirit of kafka-producer-perf-test,
-//! kafka-consumer-perf-test and rdkafka_performance, with their flag names.
+//! `gregor perf produce|consume|disk`: load generators in the spirit of kafka-producer-perf-test,
+//! kafka-consumer-perf-test and rdkafka_performance, with their flag names, and the raw
+//! sequential-write bandwidth a broker's appends compare with.
 //!
-//! Produce latency is measured per batch (request written → acknowledgement read) and attributed
-//! to every record in the batch. With `--acks 0` there is no acknowledgement, so no latency.
+//! A producer keeps one connection per partition leader with up to `--max-in-flight` produce
+//! requests pipelined on it (Kafka's `max.in.flight.requests.per.connection`). Without a cap
+//! every batch fills at once, so (as librdkafka does under load) a request carries a full batch
+//! for each partition its broker leads, and the producer takes the brokers in turn. With
+//! `--throughput`, the records due within one `--linger-ms` form one batch, and consecutive
+//! batches go to consecutive partitions (like the sticky partitioner for records without keys). Latency is per record, up to its
+//! acknowledgement: with `--throughput` it starts when the record was due by the schedule (so
+//! linger and any lag behind the schedule count, as in a client's send → callback time); without
+//! a cap every record is due at once, so it starts when its batch was written. With `--acks 0`
+//! there is no acknowledgement, so no latency.
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use clap::{Args, Subcommand};
-use gregor_client::Client;
-use gregor_client::records::{ProducerRecord, decode_records, encode_batch, parse_compression};
+use gregor_client::kafka_protocol::messages::produce_request::{
+    PartitionProduceData, TopicProduceData,
+};
+use gregor_client::kafka_protocol::messages::{ProduceRequest, TopicName};
+use gregor_client::kafka_protocol::protocol::StrBytes;
+use gregor_client::records::{
+    ProducerRecord, decode_records, encode_batch, parse_compression, restamp_batch,
+};
+use gregor_client::{Client, ClientError, Connection, RequestWriter, ResponseReader};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::DEFAULT_BOOTSTRAP;
@@ -36,6 +57,9 @@ enum PerfCommand {
     Produce(ProducePerfArgs),
     /// Consume records from the earliest offsets and report throughput.
     Consume(ConsumePerfArgs),
+    /// Write a file sequentially through the page cache and report the bandwidth: the raw
+    /// figure a broker's appends compare with.
+    Disk(DiskPerfArgs),
 }
 
 #[derive(Debug, Args)]
@@ -58,9 +82,13 @@ struct ProducePerfArgs {
     /// Comma-separated broker addresses.
     #[arg(long, default_value = DEFAULT_BOOTSTRAP, env = "GREGOR_BOOTSTRAP", visible_alias = "bootstrap-server")]
     bootstrap: String,
-    /// Concurrent producers, each with its own connection and one request in flight.
+    /// Concurrent producers, each with its own connection to every partition leader.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     producers: u32,
+    /// Produce requests in flight per connection, at most (Kafka's
+    /// `max.in.flight.requests.per.connection`).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    max_in_flight: u32,
     /// Partitions to spread batches over, round-robin; a missing topic is created with this many.
     /// Defaults to all of the topic's partitions.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
@@ -68,10 +96,11 @@ struct ProducePerfArgs {
     /// Compression codec: none, gzip, snappy, lz4, zstd.
     #[arg(long, visible_alias = "compression-codec", default_value = "none")]
     compression: String,
-    /// Batch size in bytes: a batch is sent once the next record would not fit.
+    /// Batch size in bytes: a batch is sent once the next record would not fit (Kafka's
+    /// `batch.size`; librdkafka's default is 1000000).
     #[arg(long, default_value_t = 16_384)]
     batch_size: usize,
-    /// How long a batch waits for more records when throttled (ms).
+    /// How long a batch waits for more records when throttled (ms; `linger.ms`).
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
     /// Request timeout in ms.
@@ -104,10 +133,30 @@ struct ConsumePerfArgs {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct DiskPerfArgs {
+    /// Directory to write the file in (it is deleted afterwards).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Bytes to write.
+    #[arg(long, default_value_t = 1 << 30)]
+    bytes: u64,
+    /// Bytes per `write` call.
+    #[arg(long, default_value_t = 1 << 20)]
+    block_size: usize,
+    /// fsync once at the end, inside the timed part (fio's `end_fsync=1`).
+    #[arg(long)]
+    fsync: bool,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 pub(crate) async fn run(args: PerfArgs) -> anyhow::Result<()> {
     match args.command {
         PerfCommand::Produce(a) => produce(a).await,
         PerfCommand::Consume(a) => consume(a).await,
+        PerfCommand::Disk(a) => disk(a).await,
     }
 }
 
@@ -206,57 +255,266 @@ async fn prepare_topic(
 }
 
 struct ProducerConfig {
-    bootstrap: String,
     topic: String,
     records: u64,
     first_partition: i32,
-    partitions: i32,
+    /// Leader address of every partition in use, by partition index.
+    leaders: Arc<Vec<String>>,
     cap: u64,
     interval: Option<Duration>,
     linger: Duration,
     acks: i16,
+    max_in_flight: u32,
     compression: gregor_client::kafka_protocol::records::Compression,
     timeout_ms: i32,
     value: Bytes,
 }
 
-/// One producer task: its own connection, one batch in flight, its share of the records.
-async fn producer(cfg: ProducerConfig, bar: ProgressBar) -> anyhow::Result<(Histogram<u64>, u64)> {
+/// A produce request written and not yet acknowledged.
+struct InFlight {
+    correlation: i32,
+    version: i16,
+    records: u64,
+    /// When the first record was due (throttled) or the request was written (no cap).
+    first_due: Instant,
+    /// Between the due times of consecutive records; zero without a cap.
+    step: Duration,
+    /// Frees a slot of the connection's in-flight window once the response is read.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// One pipelined connection to one leader.
+struct Lane {
+    writer: RequestWriter,
+    version: i16,
+    slots: Arc<Semaphore>,
+    acks: Option<mpsc::UnboundedSender<InFlight>>,
+    /// The partitions this broker leads, and which of them gets the next batch.
+    partitions: Vec<i32>,
+    next: usize,
+}
+
+/// Reads the acknowledgements of one connection in order and records each record's latency.
+async fn read_acks(
+    mut reader: ResponseReader,
+    mut pending: mpsc::UnboundedReceiver<InFlight>,
+    timeout: Duration,
+) -> anyhow::Result<Histogram<u64>> {
     let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)?;
-    let mut client = Client::connect(&cfg.bootstrap).await?;
+    while let Some(req) = pending.recv().await {
+        let resp = tokio::time::timeout(
+            timeout,
+            reader.read_response::<ProduceRequest>(req.version, req.correlation),
+        )
+        .await
+        .context("no produce response within the request timeout")??;
+        let acked = Instant::now();
+        for p in resp.responses.iter().flat_map(|t| &t.partition_responses) {
+            if let Some(e) = ClientError::from_code(
+                p.error_code,
+                p.error_message.as_ref().map(|m| m.to_string()),
+            ) {
+                return Err(e).context(format!("produce to partition {}", p.index));
+            }
+        }
+        let us = |since: Instant| {
+            (acked.saturating_duration_since(since).as_micros() as u64).clamp(1, MAX_LATENCY_US)
+        };
+        if req.step.is_zero() {
+            hist.record_n(us(req.first_due), req.records)?;
+        } else {
+            for k in 0..req.records {
+                hist.record(us(req.first_due + req.step.mul_f64(k as f64)))?;
+            }
+        }
+    }
+    Ok(hist)
+}
+
+/// One produce request carrying one batch for each of `batches`' partitions.
+fn produce_request(
+    topic: &str,
+    batches: Vec<(i32, Bytes)>,
+    acks: i16,
+    timeout_ms: i32,
+) -> ProduceRequest {
+    let partition_data = batches
+        .into_iter()
+        .map(|(partition, batch)| {
+            PartitionProduceData::default()
+                .with_index(partition)
+                .with_records(Some(batch))
+        })
+        .collect();
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(partition_data),
+        ])
+}
+
+/// Batches of `n` records, encoded once per `n` and re-stamped with the current time for every
+/// send, so the generator spends its CPU on the wire and not on re-encoding identical records.
+struct Batches {
+    value: Bytes,
+    compression: gregor_client::kafka_protocol::records::Compression,
+    encoded: HashMap<u64, Bytes>,
+}
+
+impl Batches {
+    fn get(&mut self, n: u64) -> anyhow::Result<Bytes> {
+        let template = match self.encoded.get(&n) {
+            Some(b) => b.clone(),
+            None => {
+                let records: Vec<ProducerRecord> = (0..n)
+                    .map(|_| ProducerRecord {
+                        key: None,
+                        value: Some(self.value.clone()),
+                        headers: Vec::new(),
+                        timestamp: 0,
+                    })
+                    .collect();
+                let b = encode_batch(&records, self.compression)?;
+                self.encoded.insert(n, b.clone());
+                b
+            }
+        };
+        let mut batch = BytesMut::from(&template[..]);
+        restamp_batch(&mut batch, now_ms())?;
+        Ok(batch.freeze())
+    }
+}
+
+/// One producer task: a pipelined connection per leader, its share of the records.
+async fn producer(cfg: ProducerConfig, bar: ProgressBar) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let timeout = Duration::from_millis(u64::try_from(cfg.timeout_ms.max(0)).unwrap_or(0))
+        + Duration::from_secs(5);
+    let mut lanes: Vec<Lane> = Vec::new();
+    let mut lane_of_addr: HashMap<&str, usize> = HashMap::new();
+    let mut lane_of_partition = Vec::with_capacity(cfg.leaders.len());
+    let mut readers = JoinSet::new();
+    for addr in cfg.leaders.iter() {
+        let partition = lane_of_partition.len() as i32;
+        if let Some(&l) = lane_of_addr.get(addr.as_str()) {
+            lane_of_partition.push(l);
+            lanes[l].partitions.push(partition);
+            continue;
+        }
+        let (writer, reader) = Connection::connect(addr).await?.into_split();
+        let version = writer.version_for::<ProduceRequest>()?;
+        let acks = (cfg.acks != 0).then(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            readers.spawn(read_acks(reader, rx, timeout));
+            tx
+        });
+        lane_of_addr.insert(addr, lanes.len());
+        lane_of_partition.push(lanes.len());
+        lanes.push(Lane {
+            writer,
+            version,
+            slots: Arc::new(Semaphore::new(cfg.max_in_flight as usize)),
+            acks,
+            partitions: vec![partition],
+            next: 0,
+        });
+    }
+    let partitions = cfg.leaders.len() as i32;
+    let mut batches = Batches {
+        value: cfg.value.clone(),
+        compression: cfg.compression,
+        encoded: HashMap::new(),
+    };
     let mut partition = cfg.first_partition;
     let mut sent = 0u64;
-    let mut batches = 0u64;
-    let start = tokio::time::Instant::now();
-    while sent < cfg.records {
-        let (n, send_at) = plan_batch(sent, cfg.records - sent, cfg.cap, cfg.interval, cfg.linger);
-        if cfg.interval.is_some() {
-            tokio::time::sleep_until(start + send_at).await;
+    let mut requests = 0u64;
+    let start = Instant::now();
+    let step = cfg.interval.unwrap_or(Duration::ZERO);
+    let mut next_lane = lane_of_partition[cfg.first_partition as usize];
+    let written = async {
+        while sent < cfg.records {
+            // The lane, the (partition, records) of the request's batches, when its first
+            // record was due.
+            let (lane, parts, first_due) = match cfg.interval {
+                // Throttled: the records due within one linger form one batch.
+                Some(interval) => {
+                    let (n, send_at) = plan_batch(
+                        sent,
+                        cfg.records - sent,
+                        cfg.cap,
+                        Some(interval),
+                        cfg.linger,
+                    );
+                    tokio::time::sleep_until((start + send_at).into()).await;
+                    let lane = lane_of_partition[partition as usize];
+                    let parts = vec![(partition, n)];
+                    partition = (partition + 1) % partitions;
+                    (lane, parts, Some(start + interval.mul_f64(sent as f64)))
+                }
+                // No cap: every partition's batch fills at once, so (like librdkafka) a request
+                // carries a full batch for each partition its broker leads.
+                None => {
+                    let lane = next_lane;
+                    next_lane = (next_lane + 1) % lanes.len();
+                    let l = &mut lanes[lane];
+                    let mut left = cfg.records - sent;
+                    let mut parts = Vec::with_capacity(l.partitions.len());
+                    for _ in 0..l.partitions.len() {
+                        if left == 0 {
+                            break;
+                        }
+                        let n = cfg.cap.min(left);
+                        left -= n;
+                        parts.push((l.partitions[l.next % l.partitions.len()], n));
+                        l.next += 1;
+                    }
+                    (lane, parts, None)
+                }
+            };
+            let lane = &mut lanes[lane];
+            let slot = Arc::clone(&lane.slots).acquire_owned().await?;
+            let n: u64 = parts.iter().map(|&(_, n)| n).sum();
+            let mut data = Vec::with_capacity(parts.len());
+            for &(p, records) in &parts {
+                data.push((p, batches.get(records)?));
+            }
+            let req = produce_request(&cfg.topic, data, cfg.acks, cfg.timeout_ms);
+            let first_due = first_due.unwrap_or_else(Instant::now);
+            let correlation = lane.writer.write_request(&req, lane.version).await?;
+            if let Some(acks) = &lane.acks {
+                let pending = InFlight {
+                    correlation,
+                    version: lane.version,
+                    records: n,
+                    first_due,
+                    step,
+                    _slot: slot,
+                };
+                // A closed channel means the reader failed; its error is reported below.
+                if acks.send(pending).is_err() {
+                    break;
+                }
+            }
+            sent += n;
+            requests += 1;
+            bar.inc(n);
         }
-        let timestamp = now_ms();
-        let records: Vec<ProducerRecord> = (0..n)
-            .map(|_| ProducerRecord {
-                key: None,
-                value: Some(cfg.value.clone()),
-                headers: Vec::new(),
-                timestamp,
-            })
-            .collect();
-        let batch = encode_batch(&records, cfg.compression)?;
-        let t0 = Instant::now();
-        client
-            .produce(&cfg.topic, partition, batch, cfg.acks, cfg.timeout_ms)
-            .await?;
-        let us = (t0.elapsed().as_micros() as u64).clamp(1, MAX_LATENCY_US);
-        if cfg.acks != 0 {
-            hist.record_n(us, n)?;
-        }
-        sent += n;
-        batches += 1;
-        bar.inc(n);
-        partition = (partition + 1) % cfg.partitions;
+        anyhow::Ok(())
     }
-    Ok((hist, batches))
+    .await;
+    // Closing the channels lets the readers finish the acknowledgements still in flight.
+    drop(lanes);
+    let mut hist = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_US, 3)?;
+    while let Some(done) = readers.join_next().await {
+        hist.add(done??)?;
+    }
+    written?;
+    if sent < cfg.records {
+        bail!("stopped after {sent} of {} records", cfg.records);
+    }
+    Ok((hist, requests))
 }
 
 fn mb_per_sec(bytes: u64, secs: f64) -> f64 {
@@ -271,6 +529,14 @@ async fn produce(args: ProducePerfArgs) -> anyhow::Result<()> {
     }
     let mut client = Client::connect(&args.bootstrap).await?;
     let partitions = prepare_topic(&mut client, &args.topic, args.partitions).await?;
+    let mut leaders = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        // A fresh topic's leaders may not serve it yet; the pipelined producers do not retry,
+        // so wait until every leader answers for its partition (ListOffsets retries).
+        client.list_offset(&args.topic, p, -1).await?;
+        leaders.push(client.leader_addr(&args.topic, p).await?);
+    }
+    let leaders = Arc::new(leaders);
     drop(client);
 
     let producers = u64::from(args.producers).min(args.num_records);
@@ -285,15 +551,15 @@ async fn produce(args: ProducePerfArgs) -> anyhow::Result<()> {
     for j in 0..producers {
         let records = args.num_records / producers + u64::from(j < args.num_records % producers);
         let cfg = ProducerConfig {
-            bootstrap: args.bootstrap.clone(),
             topic: args.topic.clone(),
             records,
             first_partition: (j % partitions as u64) as i32,
-            partitions,
+            leaders: Arc::clone(&leaders),
             cap,
             interval,
             linger: Duration::from_millis(args.linger_ms),
             acks,
+            max_in_flight: args.max_in_flight,
             compression,
             timeout_ms: args.timeout_ms,
             value: value.clone(),
@@ -338,6 +604,10 @@ async fn produce(args: ProducePerfArgs) -> anyhow::Result<()> {
             "latency_max_ms": l(|t| t.4),
             "acks": acks,
             "producers": producers,
+            "max_in_flight": args.max_in_flight,
+            "batch_size": args.batch_size,
+            "linger_ms": args.linger_ms,
+            "throughput_cap": (args.throughput > 0.0).then_some(args.throughput),
             "partitions": partitions,
             "record_size": args.record_size,
             "compression": args.compression,
@@ -368,8 +638,12 @@ async fn consume(args: ConsumePerfArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_record = Instant::now();
     let (mut records, mut bytes, mut fetches) = (0u64, 0u64, 0u64);
-    let max_wait = if positions.len() > 1 { 100 } else { 500 };
+    // While some partition has data, fetches do not wait (a drained partition would otherwise
+    // hold up the others for max_wait each round); once a whole round came back empty, wait.
+    let idle_wait = if positions.len() > 1 { 100 } else { 500 };
+    let mut max_wait = 0;
     'outer: loop {
+        let round_start = records;
         for (partition, offset) in positions.iter_mut() {
             let fetched = client
                 .fetch(
@@ -399,6 +673,7 @@ async fn consume(args: ConsumePerfArgs) -> anyhow::Result<()> {
                 last_record = Instant::now();
             }
         }
+        max_wait = if records > round_start { 0 } else { idle_wait };
         if last_record.elapsed() >= Duration::from_millis(args.timeout_ms) {
             tracing::warn!(
                 "no record for {} ms; stopping after {records} of {}",
@@ -429,6 +704,59 @@ async fn consume(args: ConsumePerfArgs) -> anyhow::Result<()> {
     }
     if records < args.num_records {
         bail!("timed out after {records} of {} records", args.num_records);
+    }
+    Ok(())
+}
+
+async fn disk(args: DiskPerfArgs) -> anyhow::Result<()> {
+    if args.block_size == 0 || args.bytes == 0 {
+        bail!("--bytes and --block-size must be positive");
+    }
+    let path = args
+        .dir
+        .join(format!("gregor-perf-disk-{}.dat", std::process::id()));
+    let block = payload(args.block_size);
+    let (bytes, fsync) = (args.bytes, args.fsync);
+    let file = path.clone();
+    let timed = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+        let mut f =
+            std::fs::File::create(&file).with_context(|| format!("create {}", file.display()))?;
+        let started = Instant::now();
+        let mut left = bytes;
+        while left > 0 {
+            let n = left.min(block.len() as u64) as usize;
+            f.write_all(&block[..n])?;
+            left -= n as u64;
+        }
+        if fsync {
+            f.sync_all()?;
+        }
+        Ok(started.elapsed())
+    })
+    .await;
+    let removed = std::fs::remove_file(&path);
+    let secs = timed
+        .context("the writer thread panicked")??
+        .as_secs_f64()
+        .max(1e-9);
+    removed.with_context(|| format!("remove {}", path.display()))?;
+    let mbps = mb_per_sec(bytes, secs);
+    if args.json {
+        let out = json!({
+            "bytes": bytes,
+            "block_size": args.block_size,
+            "fsync": fsync,
+            "elapsed_ms": secs * 1000.0,
+            "mb_per_sec": mbps,
+        });
+        println!("{out}");
+    } else {
+        let how = if fsync {
+            "buffered + fsync"
+        } else {
+            "buffered"
+        };
+        println!("{bytes} bytes written ({how}) in {secs:.3} s, {mbps:.2} MB/sec");
     }
     Ok(())
 }
@@ -500,6 +828,7 @@ mod tests {
         assert_eq!(a.throughput, -1.0);
         assert_eq!(parse_acks(&a.acks).ok(), Some(-1));
         assert_eq!((a.batch_size, a.linger_ms, a.producers), (16_384, 5, 1));
+        assert_eq!(a.max_in_flight, 5);
         assert_eq!(a.partitions, Some(3));
         assert!(
             T::try_parse_from([

@@ -226,6 +226,25 @@ impl Client {
         Err(last.unwrap_or_else(|| ClientError::Unavailable(topic.to_string())))
     }
 
+    /// The address of the broker that leads `topic`-`partition`, from fresh metadata: for
+    /// callers that open their own (e.g. pipelined) connection to it.
+    pub async fn leader_addr(&mut self, topic: &str, partition: i32) -> Result<String> {
+        let _ = self.metadata(Some(&[topic.to_string()]), false).await?;
+        let id = self
+            .leaders
+            .get(&(topic.to_string(), partition))
+            .copied()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| {
+                ClientError::from_code(5, Some(format!("{topic}-{partition} has no leader")))
+                    .unwrap_or_else(|| ClientError::Unavailable(format!("{topic}-{partition}")))
+            })?;
+        self.brokers
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ClientError::Unavailable(format!("broker {id} is not in the metadata")))
+    }
+
     async fn leader(&mut self, topic: &str, partition: i32) -> Result<&mut Connection> {
         let key = (topic.to_string(), partition);
         if !self.leaders.contains_key(&key) {
@@ -521,7 +540,8 @@ impl Client {
     }
 
     /// ListOffsets for one partition: `timestamp` -2 earliest, -1 latest, -3 max timestamp, or a
-    /// time in ms. Returns (offset, timestamp); offset -1 when no record is that late.
+    /// time in ms. Returns (offset, timestamp); offset -1 when no record is that late. Retriable
+    /// errors (a leader that does not know a new partition yet) are retried.
     pub async fn list_offset(
         &mut self,
         topic: &str,
@@ -540,8 +560,24 @@ impl Client {
                             .with_timestamp(timestamp),
                     ]),
             ]);
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            let result = self.list_offset_once(topic, partition, &req).await;
+            if let Some(done) = self.settle(topic, partition, result, &mut last).await {
+                return done;
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Unavailable("list offsets".into())))
+    }
+
+    async fn list_offset_once(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        req: &ListOffsetsRequest,
+    ) -> Result<(i64, i64)> {
         let conn = self.leader(topic, partition).await?;
-        let resp = conn.send(&req).await?;
+        let resp = conn.send(req).await?;
         let p = resp
             .topics
             .first()

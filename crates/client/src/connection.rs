@@ -9,8 +9,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{
     Decodable, Encodable, HeaderVersion, Request, StrBytes, VersionRange,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::error::{ClientError, Result};
 
@@ -87,17 +88,7 @@ impl Connection {
 
     /// The highest version of `R` that both sides speak.
     pub fn version_for<R: Request>(&self) -> Result<i16> {
-        let unsupported = || ClientError::Unsupported {
-            api: api_name(R::KEY),
-            ours_min: R::VERSIONS.min,
-            ours_max: R::VERSIONS.max,
-        };
-        let theirs = self.broker_versions.get(&R::KEY).ok_or_else(unsupported)?;
-        let both = R::VERSIONS.intersect(theirs);
-        if both.is_empty() {
-            return Err(unsupported());
-        }
-        Ok(both.max)
+        negotiated::<R>(&self.broker_versions)
     }
 
     /// Sends `req` at the highest common version and waits for its response.
@@ -134,53 +125,13 @@ impl Connection {
 
     /// Writes bytes exactly as given (a size-prefixed frame, or deliberately malformed input).
     pub async fn write_frame(&mut self, bytes: &[u8]) -> Result<()> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|source| ClientError::Io {
-                op: "write to",
-                addr: self.addr.clone(),
-                source,
-            })
+        write_frame(&mut self.stream, &self.addr, bytes).await
     }
 
     /// Reads one size-prefixed response frame and returns its contents (header + body).
     /// A clean close by the broker is [`ClientError::Closed`].
     pub async fn read_frame(&mut self) -> Result<Bytes> {
-        let mut len = [0u8; 4];
-        match self.stream.read_exact(&mut len).await {
-            Ok(_) => {}
-            Err(e) if is_closed(&e) => {
-                return Err(ClientError::Closed {
-                    addr: self.addr.clone(),
-                });
-            }
-            Err(source) => {
-                return Err(ClientError::Io {
-                    op: "read from",
-                    addr: self.addr.clone(),
-                    source,
-                });
-            }
-        }
-        let len = i32::from_be_bytes(len);
-        let len = usize::try_from(len)
-            .map_err(|_| ClientError::Codec(format!("negative response size {len}")))?;
-        if len > MAX_RESPONSE_BYTES {
-            return Err(ClientError::FrameTooLarge(len));
-        }
-        let mut body = vec![0u8; len];
-        match self.stream.read_exact(&mut body).await {
-            Ok(_) => Ok(Bytes::from(body)),
-            Err(e) if is_closed(&e) => Err(ClientError::Closed {
-                addr: self.addr.clone(),
-            }),
-            Err(source) => Err(ClientError::Io {
-                op: "read from",
-                addr: self.addr.clone(),
-                source,
-            }),
-        }
+        read_frame(&mut self.stream, &self.addr).await
     }
 
     /// Writes a raw frame and reads one response frame back.
@@ -188,6 +139,125 @@ impl Connection {
         self.write_frame(frame).await?;
         self.read_frame().await
     }
+
+    /// Splits the connection into a writer and a reader that can live in different tasks, so
+    /// requests can be pipelined while responses are read (a producer with several requests in
+    /// flight). Kafka answers in request order; the caller pairs correlation ids with responses.
+    pub fn into_split(self) -> (RequestWriter, ResponseReader) {
+        let (read, write) = self.stream.into_split();
+        (
+            RequestWriter {
+                addr: self.addr.clone(),
+                stream: write,
+                next_correlation: self.next_correlation,
+                client_id: self.client_id,
+                broker_versions: self.broker_versions,
+            },
+            ResponseReader {
+                addr: self.addr,
+                stream: read,
+            },
+        )
+    }
+}
+
+/// The writing half of a [`Connection`] (see [`Connection::into_split`]).
+#[derive(Debug)]
+pub struct RequestWriter {
+    addr: String,
+    stream: OwnedWriteHalf,
+    next_correlation: i32,
+    client_id: StrBytes,
+    broker_versions: HashMap<i16, VersionRange>,
+}
+
+impl RequestWriter {
+    /// The highest version of `R` that both sides speak.
+    pub fn version_for<R: Request>(&self) -> Result<i16> {
+        negotiated::<R>(&self.broker_versions)
+    }
+
+    /// Encodes and writes one request; returns its correlation id.
+    pub async fn write_request<R: Request>(&mut self, req: &R, version: i16) -> Result<i32> {
+        let correlation = self.next_correlation;
+        self.next_correlation = self.next_correlation.wrapping_add(1);
+        let frame = encode_request(req, version, correlation, Some(self.client_id.clone()))?;
+        write_frame(&mut self.stream, &self.addr, &frame).await?;
+        Ok(correlation)
+    }
+}
+
+/// The reading half of a [`Connection`] (see [`Connection::into_split`]).
+#[derive(Debug)]
+pub struct ResponseReader {
+    addr: String,
+    stream: OwnedReadHalf,
+}
+
+impl ResponseReader {
+    /// Reads the next response, which must answer the request with `correlation`, sent at
+    /// `version`.
+    pub async fn read_response<R: Request>(
+        &mut self,
+        version: i16,
+        correlation: i32,
+    ) -> Result<R::Response> {
+        let mut frame = read_frame(&mut self.stream, &self.addr).await?;
+        decode_response::<R>(&mut frame, version, correlation)
+    }
+}
+
+/// Reads one size-prefixed frame; a clean close is [`ClientError::Closed`].
+async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, addr: &str) -> Result<Bytes> {
+    let mut len = [0u8; 4];
+    match stream.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if is_closed(&e) => {
+            return Err(ClientError::Closed {
+                addr: addr.to_string(),
+            });
+        }
+        Err(source) => {
+            return Err(ClientError::Io {
+                op: "read from",
+                addr: addr.to_string(),
+                source,
+            });
+        }
+    }
+    let len = i32::from_be_bytes(len);
+    let len = usize::try_from(len)
+        .map_err(|_| ClientError::Codec(format!("negative response size {len}")))?;
+    if len > MAX_RESPONSE_BYTES {
+        return Err(ClientError::FrameTooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    match stream.read_exact(&mut body).await {
+        Ok(_) => Ok(Bytes::from(body)),
+        Err(e) if is_closed(&e) => Err(ClientError::Closed {
+            addr: addr.to_string(),
+        }),
+        Err(source) => Err(ClientError::Io {
+            op: "read from",
+            addr: addr.to_string(),
+            source,
+        }),
+    }
+}
+
+async fn write_frame<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    addr: &str,
+    bytes: &[u8],
+) -> Result<()> {
+    stream
+        .write_all(bytes)
+        .await
+        .map_err(|source| ClientError::Io {
+            op: "write to",
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 fn is_closed(e: &std::io::Error) -> bool {
@@ -198,6 +268,21 @@ fn is_closed(e: &std::io::Error) -> bool {
             | std::io::ErrorKind::ConnectionAborted
             | std::io::ErrorKind::BrokenPipe
     )
+}
+
+/// The highest version of `R` in both our range and the broker's advertised one.
+fn negotiated<R: Request>(broker_versions: &HashMap<i16, VersionRange>) -> Result<i16> {
+    let unsupported = || ClientError::Unsupported {
+        api: api_name(R::KEY),
+        ours_min: R::VERSIONS.min,
+        ours_max: R::VERSIONS.max,
+    };
+    let theirs = broker_versions.get(&R::KEY).ok_or_else(unsupported)?;
+    let both = R::VERSIONS.intersect(theirs);
+    if both.is_empty() {
+        return Err(unsupported());
+    }
+    Ok(both.max)
 }
 
 fn versions_of(resp: &ApiVersionsResponse) -> HashMap<i16, VersionRange> {

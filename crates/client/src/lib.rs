@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`connection`]: one TCP connection — framing, correlation ids, ApiVersions negotiation,
-//!   raw frames for bad-input tests, pipelining.
+//!   raw frames for bad-input tests, pipelining, and a split into writer and reader halves.
 //! - [`client`]: a cluster client — metadata, leader routing, admin, produce, fetch, list offsets.
 //! - [`records`]: RecordBatch v2 encoding (all five codecs) and decoding.
 //! - [`partitioner`]: Kafka's murmur2 key partitioner.
@@ -19,6 +19,6 @@ pub mod partitioner;
 pub mod records;
 
 pub use client::{Client, ConfigEntry, Fetched, Produced};
-pub use connection::Connection;
+pub use connection::{Connection, RequestWriter, ResponseReader};
 pub use error::{ClientError, Result};
 pub use kafka_protocol;
