@@ -6,9 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::bail;
 use bytes::Bytes;
 use clap::Args;
-use gregor_client::Client;
 use gregor_client::partitioner::partition_for_key;
 use gregor_client::records::{ProducerRecord, encode_batch, parse_compression};
+use gregor_client::{Client, IdempotentProducer};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::DEFAULT_BOOTSTRAP;
@@ -46,6 +46,10 @@ pub(crate) struct ProduceArgs {
     /// Request timeout in ms.
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: i32,
+    /// Idempotent producer (Kafka's `enable.idempotence=true`; needs acks all): retries re-send
+    /// the same batch, which the broker never appends twice.
+    #[arg(long)]
+    idempotent: bool,
 }
 
 pub(crate) fn parse_acks(s: &str) -> anyhow::Result<i16> {
@@ -66,6 +70,9 @@ pub(crate) fn now_ms() -> i64 {
 pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     let acks = parse_acks(&args.acks)?;
     let compression = parse_compression(&args.compression)?;
+    if args.idempotent {
+        gregor_client::idempotent::require_acks_all(acks)?;
+    }
     let mut client = Client::connect(&args.bootstrap).await?;
     let partitions = client.partition_count(&args.topic).await?;
     if let Some(p) = args.partition
@@ -82,6 +89,15 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<()> {
         .or_else(|| key.as_ref().map(|k| partition_for_key(k, partitions)));
     // Unkeyed records stick to one partition per batch and move on (Kafka's sticky partitioner).
     let mut sticky = 0i32;
+    let mut client = if args.idempotent {
+        Sink::Idempotent(
+            IdempotentProducer::new(client, acks)?
+                .with_compression(compression)
+                .with_request_timeout_ms(args.timeout_ms),
+        )
+    } else {
+        Sink::Plain(client)
+    };
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut pending: BTreeMap<i32, (Vec<ProducerRecord>, usize)> = BTreeMap::new();
@@ -117,10 +133,17 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<()> {
             if records.is_empty() {
                 continue;
             }
-            let batch = encode_batch(&records, compression)?;
-            let _ = client
-                .produce(&args.topic, partition, batch, acks, args.timeout_ms)
-                .await?;
+            match &mut client {
+                Sink::Plain(c) => {
+                    let batch = encode_batch(&records, compression)?;
+                    let _ = c
+                        .produce(&args.topic, partition, batch, acks, args.timeout_ms)
+                        .await?;
+                }
+                Sink::Idempotent(p) => {
+                    let _ = p.send(&args.topic, partition, &records).await?;
+                }
+            }
             sent += records.len() as u64;
         }
         if fixed.is_none() {
@@ -129,4 +152,10 @@ pub(crate) async fn run(args: ProduceArgs) -> anyhow::Result<()> {
     }
     tracing::info!(records = sent, "produced");
     Ok(())
+}
+
+/// Where batches go: the plain client or an idempotent producer over it.
+enum Sink {
+    Plain(Client),
+    Idempotent(IdempotentProducer),
 }

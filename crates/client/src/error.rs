@@ -60,6 +60,10 @@ pub enum ClientError {
     /// No broker could be reached or no leader is known.
     #[error("{0}")]
     Unavailable(String),
+    /// A client-side bound passed before the answer came (e.g. the idempotent producer's
+    /// delivery timeout); the request's outcome is unknown.
+    #[error("timed out: {0}")]
+    TimedOut(String),
 }
 
 /// Renders a Kafka error the way Kafka's tools do: `NOT_ENOUGH_REPLICAS (19): message`.

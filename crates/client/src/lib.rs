@@ -9,16 +9,20 @@
 //!   raw frames for bad-input tests, pipelining, and a split into writer and reader halves.
 //! - [`client`]: a cluster client — metadata, leader routing, admin, produce, fetch, list offsets.
 //! - [`records`]: RecordBatch v2 encoding (all five codecs) and decoding.
+//! - [`idempotent`]: an idempotent producer (InitProducerId, per-partition sequences, retries
+//!   that re-send the same batch), as Kafka's `enable.idempotence=true`.
 //! - [`partitioner`]: Kafka's murmur2 key partitioner.
 //! - [`error`]: [`ClientError`], rendered like Kafka's tools (`NOT_ENOUGH_REPLICAS (19): …`).
 
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod idempotent;
 pub mod partitioner;
 pub mod records;
 
 pub use client::{Client, ConfigEntry, Fetched, Produced};
 pub use connection::{Connection, RequestWriter, ResponseReader};
 pub use error::{ClientError, Result};
+pub use idempotent::IdempotentProducer;
 pub use kafka_protocol;

@@ -237,8 +237,9 @@ impl Backend {
         }
     }
 
-    /// Start a stopped or killed node again.
-    pub(crate) async fn start(&mut self, node: i32) -> anyhow::Result<()> {
+    /// Start a stopped or killed node again; returns the new process id with `--dev` (the
+    /// process outlives `gregor verify`, so it is printed for whoever stops it).
+    pub(crate) async fn start(&mut self, node: i32) -> anyhow::Result<Option<u32>> {
         match self {
             Backend::Dev { dir, nodes } => {
                 let n = nodes
@@ -262,9 +263,11 @@ impl Backend {
                 n.pid = child
                     .id()
                     .with_context(|| format!("node {node} exited at once"))?;
-                Ok(())
+                Ok(Some(n.pid))
             }
-            Backend::Compose { command, .. } => compose(command, &["start", &service(node)]).await,
+            Backend::Compose { command, .. } => compose(command, &["start", &service(node)])
+                .await
+                .map(|()| None),
         }
     }
 }

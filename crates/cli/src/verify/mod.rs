@@ -1,7 +1,7 @@
 //! `gregor verify`: a durability check users can run against their own cluster.
 //!
 //! N producers write unique self-checking values (`gregor_verify::make_value`, CRC-32C
-//! payloads) to a topic at the chosen `acks`, live `assign` readers follow every partition, and
+//! payloads) to a topic at the chosen `acks` (idempotent with `--idempotent`), live `assign` readers follow every partition, and
 //! an optional seeded fault plan ([`plan`]) hits the nodes of a `gregor dev` or compose cluster
 //! through a [`backend`]. After the last fault is healed, every partition is read back (the final
 //! read) and the history goes to `gregor_verify::check`; the §6.6 report is printed and the exit
@@ -46,6 +46,10 @@ pub(crate) struct VerifyArgs {
     /// Producer `acks`: 0, 1 or all (-1).
     #[arg(long, default_value = "all", value_parser = parse_acks)]
     acks: i16,
+    /// Idempotent producers (Kafka's `enable.idempotence=true`; needs `--acks all`): retries
+    /// cannot duplicate a record, so duplicates and reordered sends make the run invalid.
+    #[arg(long)]
+    idempotent: bool,
     /// Number of producers (writer ids 0..N).
     #[arg(long, default_value_t = 2)]
     producers: u32,
@@ -114,6 +118,11 @@ impl VerifyArgs {
         if self.producers == 0 || self.producers > MAX_WRITER {
             bail!("--producers must be in 1..={MAX_WRITER}");
         }
+        if self.idempotent {
+            // Kafka refuses enable.idempotence with acks other than all; so does the client.
+            gregor_client::idempotent::require_acks_all(self.acks)
+                .map_err(|e| anyhow::anyhow!("--idempotent: {e}"))?;
+        }
         if self.rate == 0 {
             bail!("--rate must be at least 1");
         }
@@ -181,9 +190,10 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         a => a.to_string(),
     };
     println!(
-        "verify: topic {} ({partitions} partitions) via {bootstrap}; {} producers x {}/s acks={acks_name} for {:?}; {} readers; {} faults (seed {})",
+        "verify: topic {} ({partitions} partitions) via {bootstrap}; {} {}producers x {}/s acks={acks_name} for {:?}; {} readers; {} faults (seed {})",
         args.topic,
         args.producers,
+        if args.idempotent { "idempotent " } else { "" },
         args.rate,
         args.duration,
         args.consumers,
@@ -199,6 +209,7 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
         rate: args.rate,
         request_timeout: args.request_timeout,
         filler: 64,
+        idempotent: args.idempotent,
     });
     let rec = Arc::new(Recorder::new());
     let stop = CancellationToken::new();
@@ -251,13 +262,17 @@ pub(crate) async fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let result = gregor_verify::check(
         &events,
         &CheckOptions {
-            idempotent: false,
+            idempotent: args.idempotent,
             fault_windows: windows,
         },
     );
     let kinds: Vec<&str> = args.faults.iter().map(|k| k.name()).collect();
     let info = RunInfo {
-        scenario: format!("gregor verify {}", args.topic),
+        scenario: if args.idempotent {
+            format!("gregor verify --idempotent {}", args.topic)
+        } else {
+            format!("gregor verify {}", args.topic)
+        },
         seed: Some(args.seed),
         duration,
         faults: faults.len(),
@@ -333,11 +348,20 @@ async fn run_faults(
         }
         println!("fault: {label} at {:.1}s", f.at.as_secs_f64());
         tokio::time::sleep_until(start + f.heal_at).await;
-        match f.kind {
-            FaultKind::Pause => backend.unpause(node).await?,
+        let pid = match f.kind {
+            FaultKind::Pause => {
+                backend.unpause(node).await?;
+                None
+            }
             _ => backend.start(node).await?,
+        };
+        match pid {
+            Some(pid) => println!(
+                "heal: {label} at {:.1}s (new pid {pid})",
+                f.heal_at.as_secs_f64()
+            ),
+            None => println!("heal: {label} at {:.1}s", f.heal_at.as_secs_f64()),
         }
-        println!("heal: {label} at {:.1}s", f.heal_at.as_secs_f64());
         windows.push(FaultWindow {
             start_ns: t0,
             end_ns: rec.now_ns(),
@@ -415,6 +439,13 @@ mod tests {
             "one backend"
         );
         assert!(parse(&["--producers", "0"]).is_err());
+        // Idempotence needs acks=all, as in Kafka.
+        assert!(parse(&["--idempotent"]).unwrap().idempotent);
+        assert!(!parse(&[]).unwrap().idempotent);
+        for acks in ["0", "1"] {
+            let e = parse(&["--idempotent", "--acks", acks]).unwrap_err();
+            assert!(e.to_string().contains("acks=all"), "{e}");
+        }
         assert!(parse(&["--faults", "partition", "--compose"]).is_err());
     }
 }

@@ -3,18 +3,24 @@
 //!
 //! Each producer has one send in flight (a paced loop; the pace is load, not synchronization).
 //! `gregor-client` retries retriable errors itself, so every failed send is indeterminate
-//! (`Attempts::MayHaveRetried`), and it has no idempotent producer, so runs are checked as
-//! non-idempotent. With `acks=0` nothing is acknowledged: every send is indeterminate.
-//! A producer or reader whose client failed reconnects as a new session.
+//! (`Attempts::MayHaveRetried`). With `acks=0` nothing is acknowledged: every send is
+//! indeterminate. A producer or reader whose client failed reconnects as a new session.
+//!
+//! With `--idempotent` each producer is a [`IdempotentProducer`]: its retries re-send the same
+//! batch (same producer id, epoch and sequence) until `--request-timeout`, so a retry cannot
+//! append a record twice and the run is checked as idempotent (duplicates and reordered
+//! acknowledged sends are fatal). A failed send stays indeterminate (an earlier attempt may have
+//! been appended). The history's producer session is the producer id: a new InitProducerId
+//! (after a fatal sequence error or an unresolved batch) is a new session.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use gregor_client::Client;
 use gregor_client::kafka_protocol::records::Compression;
 use gregor_client::records::{ProducerRecord, decode_records, encode_batch};
+use gregor_client::{Client, IdempotentProducer};
 use gregor_verify::{
     Attempts, Event, OpType, Recorder, SendId, classify_send_error, decode_payload, encode_payload,
     make_value,
@@ -45,6 +51,8 @@ pub(crate) struct Workload {
     pub(crate) request_timeout: Duration,
     /// Extra payload bytes.
     pub(crate) filler: u16,
+    /// Idempotent producers (acks must be -1).
+    pub(crate) idempotent: bool,
 }
 
 /// A producer: writer id `writer`, until `stop`.
@@ -54,6 +62,9 @@ pub(crate) async fn produce(
     rec: Arc<Recorder>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
+    if w.idempotent {
+        return produce_idempotent(w, writer, rec, stop).await;
+    }
     let mut session = 0u64;
     let mut client: Option<Client> = None;
     let period = Duration::from_secs_f64(1.0 / f64::from(w.rate.max(1)));
@@ -122,6 +133,78 @@ pub(crate) async fn produce(
                 client = None;
                 session += 1;
                 Event::send_error(rec.now_ns(), id, OpType::Info, None, "timed out")
+            }
+        };
+        rec.record(event);
+    }
+}
+
+/// An idempotent producer: writer id `writer`, until `stop`.
+async fn produce_idempotent(
+    w: Arc<Workload>,
+    writer: u32,
+    rec: Arc<Recorder>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut producer: Option<IdempotentProducer> = None;
+    let period = Duration::from_secs_f64(1.0 / f64::from(w.rate.max(1)));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let timeout_ms = i32::try_from(w.request_timeout.as_millis()).unwrap_or(i32::MAX);
+    let mut seq = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let p = match producer.as_mut() {
+            Some(p) => p,
+            // The producer reconnects by itself once it exists; only the first connect is here.
+            None => match Client::connect(&w.bootstrap).await {
+                Ok(c) => producer.insert(
+                    IdempotentProducer::new(c, w.acks)?
+                        .with_delivery_timeout(w.request_timeout)
+                        .with_request_timeout_ms(timeout_ms),
+                ),
+                Err(e) => {
+                    tracing::debug!(writer, error = %e, "producer cannot connect");
+                    tokio::time::sleep(RECONNECT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let value = make_value(writer, seq).context("writer or sequence out of range")?;
+        let partition =
+            i32::try_from(seq % u64::try_from(w.partitions.max(1)).unwrap_or(1)).unwrap_or(0);
+        let record = ProducerRecord {
+            value: Some(Bytes::from(encode_payload(value, w.filler))),
+            timestamp: now_ms(),
+            ..ProducerRecord::default()
+        };
+        // Stamping may start a producer session (InitProducerId); nothing is sent yet, so a
+        // failure here is not a send: the same value is tried again at the next tick.
+        let batch = match p.prepare(&w.topic, partition, &[record]).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(writer, error = %e, "no producer session");
+                continue;
+            }
+        };
+        seq += 1;
+        let id = SendId {
+            process: u64::from(writer),
+            session: p.sessions(),
+            partition,
+            value,
+        };
+        rec.record(Event::send_invoke(rec.now_ns(), id));
+        // Bounded by the producer's delivery timeout (--request-timeout).
+        let event = match p.deliver(&batch).await {
+            Ok(done) => Event::send_ok(rec.now_ns(), id, done.base_offset),
+            Err(e) => {
+                let code = e.kafka_code().map(i32::from);
+                let kind = classify_send_error(code.unwrap_or(-1), Attempts::MayHaveRetried);
+                Event::send_error(rec.now_ns(), id, kind, code, e.to_string())
             }
         };
         rec.record(event);
