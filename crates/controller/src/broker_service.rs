@@ -484,8 +484,8 @@ pub async fn run_planner(
     loop {
         // Also plan at once when this node becomes leader: a failover is when the planner has
         // the most to do (a dead former leader's broker to fence, its leaderships to move).
-        let became_leader =
-            metrics.wait_for(|m| m.state == ServerState::Leader && (m.state, m.current_term) != seen);
+        let became_leader = metrics
+            .wait_for(|m| m.state == ServerState::Leader && (m.state, m.current_term) != seen);
         tokio::select! {
             _ = ticker.tick() => {}
             r = became_leader => if r.is_err() { return Ok(()) },
