@@ -258,7 +258,12 @@ fn is_retryable(s: &tonic::Status) -> bool {
     )
 }
 
-/// Registers broker 1 through the leader and unfences it with one heartbeat.
+/// The test's one broker. Not a voter's id: node ids are unique in a cluster, and a broker with a
+/// voter's id is that controller's own process (combined roles), which the leader fences as soon
+/// as that controller refuses connections (`docs/controller.md`, session rule 2).
+const FAKE_BROKER: i32 = 100;
+
+/// Registers broker `FAKE_BROKER` through the leader and unfences it with one heartbeat.
 async fn register_broker(addrs: Vec<String>) -> anyhow::Result<()> {
     let mut target = addrs[0].clone();
     let until = Instant::now() + DEADLINE;
@@ -271,7 +276,7 @@ async fn register_broker(addrs: Vec<String>) -> anyhow::Result<()> {
                 None => {
                     c.register_broker(pb::RegisterBrokerRequest {
                         cluster_id: CLUSTER_ID.into(),
-                        broker_id: 1,
+                        broker_id: FAKE_BROKER,
                         incarnation_id: "00000000-0000-0000-0000-000000000001".into(),
                         endpoints: vec![],
                         rack: String::new(),
@@ -286,7 +291,7 @@ async fn register_broker(addrs: Vec<String>) -> anyhow::Result<()> {
             let hb = c
                 .heartbeat(pb::HeartbeatRequest {
                     cluster_id: CLUSTER_ID.into(),
-                    broker_id: 1,
+                    broker_id: FAKE_BROKER,
                     broker_epoch: e,
                     metadata_offset: e,
                     want_fence: false,
