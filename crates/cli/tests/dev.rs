@@ -5,7 +5,7 @@
 //! it the same way), and a node that cannot start makes it stop the others and fail.
 //!
 //! Only what `gregor dev` itself promises is checked (processes, ports, output, signals): the
-//! brokers do not form a replicated cluster yet.
+//! brokers form a replicated cluster.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
