@@ -114,16 +114,9 @@ pub async fn run(client: Arc<ControllerClient>, broker: Arc<Broker>, stop: Cance
                     }
                 }
             }
-            let mut changed = Ok(false);
-            for e in events {
-                match apply_event(&mut image, e) {
-                    Ok(c) => changed = Ok(changed.unwrap_or(false) | c),
-                    Err(e) => {
-                        changed = Err(e);
-                        break;
-                    }
-                }
-            }
+            let changed = events.into_iter().try_fold(false, |changed, e| {
+                Ok::<_, WatchError>(apply_event(&mut image, e)? | changed)
+            });
             match changed {
                 Ok(false) => {}
                 Ok(true) => {
