@@ -1,8 +1,15 @@
 //! The Kafka listener: accepts connections, frames requests, answers them in order.
 //!
-//! One task per connection, owned by the server's `JoinSet`. A connection handles one request
-//! at a time, exactly as Kafka does (it mutes a channel until the response is sent), so
-//! pipelined requests are answered in order without any reordering logic.
+//! One task per connection, owned by the server's `JoinSet`. It runs two halves: the reader
+//! decodes and handles requests one at a time, in arrival order, so their effects (appends,
+//! commits) happen in that order as in Kafka; the writer sends the answers in the same order.
+//! Between them is a bounded queue ([`PIPELINE_DEPTH`]). Most answers are ready when the
+//! handler returns. An acks=all produce is answered once the high watermark passes its
+//! batches; it is queued as a deferred answer, so the reader goes on with the connection's next
+//! pipelined request while the replicas fetch. Kafka instead mutes a connection until its
+//! response is sent, which leaves one produce per connection in replication at a time; the
+//! client sees the same thing either way: each request's effect in order, every response in
+//! order (docs/replication.md, "Pipelined acks=all produce").
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +33,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Kafka's UNSUPPORTED_VERSION: the error code of the v0 answer to a too-new ApiVersions.
 const UNSUPPORTED_VERSION: i16 = 35;
+
+/// Answers a connection may have queued for the writer (deferred acks=all produces and the
+/// answers behind them). The reader waits when the queue is full, so a client that pipelines
+/// without reading its responses is held back by the socket, as before.
+pub const PIPELINE_DEPTH: usize = 16;
 
 /// A frame's buffer starts at this size and takes the rest of the declared size only once this
 /// much has arrived, so a peer that declares 100 MB and sends 10 bytes costs 256 KiB, not 100 MB.
@@ -169,6 +181,14 @@ async fn accept_loop(
     }
 }
 
+/// One answer in the connection's queue.
+enum Pending {
+    /// Encoded (or failed) already.
+    Now(std::result::Result<Option<Bytes>, ConnectionEnd>),
+    /// Encoded when its future completes (an acks=all produce waiting for replication).
+    Later(crate::cluster::BoxFuture<'static, std::result::Result<Option<Bytes>, ConnectionEnd>>),
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -177,29 +197,75 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) -> ConnectionEnd {
     let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
+    let (read, write) = stream.into_split();
+    let (tx, rx) = tokio::sync::mpsc::channel(PIPELINE_DEPTH);
+    // Both halves run to completion: the reader stops at EOF, idle, shutdown, a bad frame or a
+    // handler's close, or when the writer is gone; the writer then sends what was queued.
+    let (read_end, written) = tokio::join!(
+        read_requests(read, tx, &broker, &shutdown, peer, &listener),
+        write_responses(write, rx),
+    );
+    match written {
+        Err(end) => end,
+        Ok(()) => read_end,
+    }
+}
+
+/// The reader half: frames, decodes and handles requests in order and queues their answers.
+async fn read_requests(
+    read: tokio::net::tcp::OwnedReadHalf,
+    queue: tokio::sync::mpsc::Sender<Pending>,
+    broker: &Arc<Broker>,
+    shutdown: &CancellationToken,
+    peer: SocketAddr,
+    listener: &Arc<str>,
+) -> ConnectionEnd {
     let mut read = BufReader::with_capacity(64 * 1024, read);
     let idle = Duration::from_millis(broker.config().connections_max_idle_ms.max(1) as u64);
     let max = broker.config().socket_request_max_bytes;
     loop {
         let frame = tokio::select! {
             _ = shutdown.cancelled() => return ConnectionEnd::Shutdown,
+            // The writer failed (the peer is gone or a handler closed the connection).
+            _ = queue.closed() => return ConnectionEnd::Eof,
             r = tokio::time::timeout(idle, read_frame(&mut read, max)) => match r {
                 Err(_) => return ConnectionEnd::Idle,
                 Ok(Err(end)) => return end,
                 Ok(Ok(frame)) => frame,
             },
         };
-        let response = match handle_frame(frame, &broker, &shutdown, peer, &listener).await {
-            Ok(r) => r,
+        let pending = match handle_frame(frame, broker, shutdown, peer, listener).await {
+            Ok(p) => p,
             Err(end) => return end,
         };
-        if let Some(bytes) = response
-            && let Err(e) = write.write_all(&bytes).await
-        {
-            return e.into();
+        // A handler that closes the connection (acks=0 with an error) stops it here, before
+        // any later request has an effect, as Kafka does.
+        let closing = matches!(pending, Pending::Now(Err(_)));
+        if queue.send(pending).await.is_err() {
+            return ConnectionEnd::Eof;
+        }
+        if closing {
+            return ConnectionEnd::Eof;
         }
     }
+}
+
+/// The writer half: sends the queued answers in order, waiting for deferred ones. Returns when
+/// the reader is done and everything queued is sent, or at the first failure.
+async fn write_responses(
+    mut write: tokio::net::tcp::OwnedWriteHalf,
+    mut queue: tokio::sync::mpsc::Receiver<Pending>,
+) -> std::result::Result<(), ConnectionEnd> {
+    while let Some(pending) = queue.recv().await {
+        let frame = match pending {
+            Pending::Now(r) => r?,
+            Pending::Later(f) => f.await?,
+        };
+        if let Some(bytes) = frame {
+            write.write_all(&bytes).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads one size-prefixed frame. The size is checked before anything is allocated for it.
@@ -236,17 +302,18 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
     Ok(buf.freeze())
 }
 
-/// Decodes and answers one frame. `Ok(None)`: nothing to send.
+/// Decodes and handles one frame; the answer may be deferred ([`Pending::Later`]).
 ///
 /// The one place every Kafka request passes: it records the per-API request metrics (count,
-/// latency from decoded request to encoded response, the response's error codes).
+/// latency from decoded request to encoded response, the response's error codes); a deferred
+/// answer records them when it completes.
 async fn handle_frame(
     frame: Bytes,
     broker: &Arc<Broker>,
     shutdown: &CancellationToken,
     peer: SocketAddr,
     listener: &Arc<str>,
-) -> Result<Option<Bytes>, ConnectionEnd> {
+) -> std::result::Result<Pending, ConnectionEnd> {
     let metrics = broker.request_metrics();
     let started = Instant::now();
     let decoded = handlers::decode_frame(frame).inspect_err(|e| metrics.record_refused(e))?;
@@ -259,9 +326,11 @@ async fn handle_frame(
             let mut errors = ErrorTally::default();
             errors.add(UNSUPPORTED_VERSION);
             metrics.record(ApiKey::ApiVersions, version, started.elapsed(), &errors);
-            api_versions::too_new_response(correlation_id)
-                .map(Some)
-                .map_err(|e| ConnectionEnd::Close(handlers::CloseConnection::Encode(e)))
+            Ok(Pending::Now(
+                api_versions::too_new_response(correlation_id)
+                    .map(Some)
+                    .map_err(|e| ConnectionEnd::Close(handlers::CloseConnection::Encode(e))),
+            ))
         }
         Decoded::Request { header, request } => {
             tracing::trace!(%peer, api_key = header.request_api_key, version = header.request_api_version, correlation_id = header.correlation_id, "request");
@@ -273,13 +342,24 @@ async fn handle_frame(
                 peer,
                 listener: Arc::clone(listener),
             };
-            let mut errors = ErrorTally::default();
-            let answered =
-                handlers::dispatch(&ctx, header.correlation_id, request, &mut errors).await;
-            if let Ok(key) = ApiKey::try_from(header.request_api_key) {
-                metrics.record(key, header.request_api_version, started.elapsed(), &errors);
-            }
-            Ok(answered?)
+            let key = ApiKey::try_from(header.request_api_key).ok();
+            let version = header.request_api_version;
+            let owner = Arc::clone(broker);
+            let record = move |answer: handlers::Answer| {
+                if let Some(key) = key {
+                    let metrics = owner.request_metrics();
+                    metrics.record(key, version, started.elapsed(), &answer.errors);
+                }
+                answer.frame.map_err(ConnectionEnd::from)
+            };
+            Ok(
+                match handlers::dispatch(&ctx, header.correlation_id, request).await {
+                    handlers::Dispatched::Done(answer) => Pending::Now(record(answer)),
+                    handlers::Dispatched::Deferred(later) => {
+                        Pending::Later(Box::pin(async move { record(later.await) }))
+                    }
+                },
+            )
         }
     }
 }

@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod fault;
+mod ports;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
+mod ports;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -29,17 +30,6 @@ const TOPIC: &str = "replicated";
 /// Failover: session expiry (~1 s) plus, when the killed node led the controller quorum, a
 /// controller election (~2 s); generous for a loaded CI machine.
 const FAILOVER_DEADLINE: Duration = Duration::from_secs(45);
-
-/// Free loopback ports: bound, then released for the children.
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
 
 struct Node {
     id: u32,
@@ -213,7 +203,7 @@ fn three_combined_nodes_share_metadata_and_fail_over() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(9);
+    let ports = ports::reserve(9).unwrap();
     let ctl = &ports[3..6];
     let mut nodes: Vec<Node> = (1..=3)
         .map(|i| {
@@ -363,7 +353,7 @@ fn a_broker_only_process_joins_the_quorum_of_a_combined_node() {
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(5);
+    let ports = ports::reserve(5).unwrap();
     let voter = format!("1@127.0.0.1:{}", ports[2]);
     let mut combined = Node {
         id: 1,

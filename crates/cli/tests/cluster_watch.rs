@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fault;
+mod ports;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -7,6 +7,8 @@
 //! Every wait is on observable state with a deadline: the child's "serving" line, `DescribeCluster`
 //! (leader, matched indexes) and `ListTopics` (applied index). Children are killed by PID.
 
+mod ports;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -34,24 +36,16 @@ struct Quorum {
     data: PathBuf,
     addrs: BTreeMap<u64, String>,
     children: BTreeMap<u64, Child>,
-}
-
-/// Three free loopback ports (bound, then released for the children).
-fn free_ports() -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()?)
+    /// Held for the quorum's life: controllers restart on the same ports.
+    _ports: ports::Reservation,
 }
 
 impl Quorum {
     async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let reserved = ports::reserve(3)?;
         let addrs: BTreeMap<u64, String> = (1..=3u64)
-            .zip(free_ports()?)
+            .zip(reserved.iter())
             .map(|(id, port)| (id, format!("127.0.0.1:{port}")))
             .collect();
         let mut q = Quorum {
@@ -59,6 +53,7 @@ impl Quorum {
             _dir: dir,
             addrs,
             children: BTreeMap::new(),
+            _ports: reserved,
         };
         for id in 1..=3 {
             q.spawn(id).await?;

@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
+mod ports;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -19,22 +20,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{DEADLINE, GREGOR, gregor, stderr};
-
-/// A base port whose twelve dev ports (Kafka, controller, replication and admin for three
-/// nodes) are free right now. Candidates are 400 apart (one range each) and spread by PID so
-/// that parallel test binaries rarely collide.
-fn free_base() -> u16 {
-    let start = 20_000 + (std::process::id() % 45) as u16 * 400;
-    (0..45u16)
-        .map(|i| 20_000 + (start - 20_000 + i * 400) % 18_000)
-        .find(|base| {
-            let ports =
-                (0..3).flat_map(|i| [base + i, base + 100 + i, base + 200 + i, base + 300 + i]);
-            let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
-            held.iter().all(Result::is_ok)
-        })
-        .expect("no free port range")
-}
 
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
@@ -200,7 +185,7 @@ fn answers(kafka: u16) {
 fn dev_runs_kills_restarts_and_stops_a_three_node_cluster() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev data"); // a space: the restart command must quote it
-    let base = free_base();
+    let (base, _reserved) = ports::dev_base().unwrap();
     let mut guard = Guard::default();
     let dev = start_dev(base, &dir);
     guard.pids.push(dev.child.id());
@@ -307,7 +292,7 @@ fn dev_runs_kills_restarts_and_stops_a_three_node_cluster() {
 #[test]
 fn a_node_that_cannot_start_stops_the_others_and_fails() {
     let tmp = tempfile::tempdir().unwrap();
-    let base = free_base();
+    let (base, _reserved) = ports::dev_base().unwrap();
     // Node 1's Kafka port is taken: it exits, and dev must stop nodes 2 and 3 and fail.
     let _taken = TcpListener::bind(("127.0.0.1", base)).unwrap();
     let child = Command::new(GREGOR)

@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fault;
+mod ports;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fault;
+mod ports;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};

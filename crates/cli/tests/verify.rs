@@ -11,9 +11,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 mod common;
+mod ports;
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -237,21 +237,6 @@ async fn an_idempotent_resend_gets_its_original_offset_and_no_second_copy() {
     assert!(stderr(&out).contains("acks=all"), "{}", stderr(&out));
 }
 
-/// A base port whose twelve `gregor dev` ports are free right now (10000-19999, below the
-/// ephemeral range and apart from the range tests/dev.rs uses).
-fn free_dev_base() -> u16 {
-    let offset = (std::process::id() % 25) as u16;
-    (0..25u16)
-        .map(|i| 10_000 + ((offset + i) % 25) * 400)
-        .find(|base| {
-            let ports =
-                (0..3).flat_map(|i| [base + i, base + 100 + i, base + 200 + i, base + 300 + i]);
-            let held: Vec<_> = ports.map(|p| TcpListener::bind(("127.0.0.1", p))).collect();
-            held.iter().all(Result::is_ok)
-        })
-        .expect("no free port range")
-}
-
 /// Processes killed by PID when the test ends, however it ends.
 #[derive(Default)]
 struct Pids(Vec<u32>);
@@ -290,7 +275,7 @@ fn run_bounded(args: &[&str], bound: Duration) -> Output {
 fn idempotent_verify_through_leader_kills_on_gregor_dev_is_valid_without_duplicates() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dev");
-    let base = free_dev_base();
+    let (base, _reserved) = ports::dev_base().unwrap();
     let mut pids = Pids::default();
     let mut dev = Command::new(GREGOR)
         .args([

@@ -4,9 +4,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 
 use crate::batch::{self, BatchHeader, BatchIter, HEADER_LEN, ValidationMode};
 use crate::checkpoint::{
@@ -107,7 +110,9 @@ pub struct PartitionLog {
     first_unflushed_ms: Option<i64>,
     /// Everything below this offset has been fsynced.
     flushed_offset: i64,
-    checkpointed_high_watermark: i64,
+    /// Writes of the checkpoint file, shared with the background pass that writes it outside
+    /// the log's lock ([`checkpoint_if_changed`]).
+    checkpoint_file: Arc<CheckpointFile>,
     recovery: RecoveryInfo,
     /// A write failed and could not be undone; only reopening (recovery) helps.
     offline: bool,
@@ -210,7 +215,7 @@ impl PartitionLog {
             unflushed_records: 0,
             first_unflushed_ms: None,
             flushed_offset: 0,
-            checkpointed_high_watermark: -1,
+            checkpoint_file: Arc::new(CheckpointFile::new()),
             recovery,
             offline: false,
             closed: false,
@@ -241,7 +246,9 @@ impl PartitionLog {
         if current != checkpoint_read {
             log.write_checkpoint()?;
         } else {
-            log.checkpointed_high_watermark = log.high_watermark;
+            log.checkpoint_file
+                .written_high_watermark
+                .store(log.high_watermark, Ordering::Relaxed);
         }
         log.load_producer_state()?;
         Ok(log)
@@ -908,22 +915,43 @@ impl PartitionLog {
 
     /// Atomically writes the checkpoint (high watermark, log start, epoch cache).
     pub fn write_checkpoint(&mut self) -> Result<()> {
-        PartitionCheckpoint {
+        let (seq, checkpoint) = self.checkpoint_snapshot();
+        self.checkpoint_file.write(&self.dir, seq, &checkpoint)
+    }
+
+    /// The checkpoint's current contents and their place in the order of snapshots. Taken
+    /// under the log's lock (read or write), so a later sequence number never holds older state.
+    fn checkpoint_snapshot(&self) -> (u64, PartitionCheckpoint) {
+        let seq = self
+            .checkpoint_file
+            .next_seq
+            .fetch_add(1, Ordering::Relaxed);
+        let checkpoint = PartitionCheckpoint {
             high_watermark: self.high_watermark,
             log_start_offset: self.log_start_offset,
             epochs: self.epochs.entries().to_vec(),
-        }
-        .write(&self.dir)?;
-        self.checkpointed_high_watermark = self.high_watermark;
-        Ok(())
+        };
+        (seq, checkpoint)
     }
 
-    /// Writes the checkpoint if the high watermark moved since the last one.
-    pub(crate) fn checkpoint_if_changed(&mut self) -> Result<()> {
-        if self.high_watermark != self.checkpointed_high_watermark {
-            self.write_checkpoint()?;
+    /// The checkpoint's current contents if the high watermark moved since the file was last
+    /// written; the caller writes it with [`write_checkpoint_snapshot`] after releasing the
+    /// lock.
+    pub(crate) fn checkpoint_if_changed(&self) -> Option<CheckpointSnapshot> {
+        let written = self
+            .checkpoint_file
+            .written_high_watermark
+            .load(Ordering::Relaxed);
+        if self.closed || self.high_watermark == written {
+            return None;
         }
-        Ok(())
+        let (seq, checkpoint) = self.checkpoint_snapshot();
+        Some(CheckpointSnapshot {
+            dir: self.dir.clone(),
+            file: Arc::clone(&self.checkpoint_file),
+            seq,
+            checkpoint,
+        })
     }
 
     /// The configuration in force.
@@ -1075,6 +1103,7 @@ impl PartitionLog {
         .write(&self.dir)?;
         // A closed log must not be written again without reopening (the marker would lie).
         self.closed = true;
+        self.checkpoint_file.retire();
         Ok(())
     }
 
@@ -1085,6 +1114,8 @@ impl PartitionLog {
 
     pub(crate) fn delete_in_place(&mut self) -> Result<()> {
         self.closed = true;
+        // A background checkpoint write in progress finishes first; later ones are dropped.
+        self.checkpoint_file.retire();
         fs::remove_dir_all(&self.dir).ctx("delete partition dir", &self.dir)?;
         if let Some(parent) = self.dir.parent() {
             sync_dir(parent)?;
@@ -1093,7 +1124,149 @@ impl PartitionLog {
     }
 }
 
+/// Orders the writes of one partition's checkpoint file.
+///
+/// The periodic high-watermark checkpoint (every 5 s) writes and fsyncs the file *outside* the
+/// log's lock, so appends and reads never wait for that fsync (it stalled a partition, and the
+/// runtime worker blocked on its lock, for the length of an fsync every 5 s; docs/benchmarks.md).
+/// Other checkpoint writes (epoch changes, truncation, retention, close) stay synchronous under
+/// the log's write lock. Every snapshot gets a sequence number under the log's lock; writes are
+/// serialized here and a snapshot older than the last one written is dropped, so the file never
+/// goes back to older state. Lock order: log lock, then `written`; the background pass takes
+/// `written` without holding the log lock.
+#[derive(Debug)]
+struct CheckpointFile {
+    next_seq: AtomicU64,
+    /// The sequence number of the last snapshot written; `None` once the log is closed or
+    /// deleted (nothing more may be written).
+    written: Mutex<Option<u64>>,
+    /// The high watermark in the file (-1: unknown).
+    written_high_watermark: AtomicI64,
+}
+
+impl CheckpointFile {
+    fn new() -> Self {
+        CheckpointFile {
+            next_seq: AtomicU64::new(0),
+            written: Mutex::new(Some(0)),
+            written_high_watermark: AtomicI64::new(-1),
+        }
+    }
+
+    fn write(&self, dir: &Path, seq: u64, checkpoint: &PartitionCheckpoint) -> Result<()> {
+        let mut written = self.written.lock();
+        let Some(last) = written.as_mut() else {
+            return Ok(());
+        };
+        if seq < *last {
+            return Ok(());
+        }
+        checkpoint.write(dir)?;
+        *last = seq;
+        self.written_high_watermark
+            .store(checkpoint.high_watermark, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn retire(&self) {
+        *self.written.lock() = None;
+    }
+}
+
+/// A checkpoint taken under the log's lock, to be written after releasing it.
+#[derive(Debug)]
+pub(crate) struct CheckpointSnapshot {
+    dir: PathBuf,
+    file: Arc<CheckpointFile>,
+    seq: u64,
+    checkpoint: PartitionCheckpoint,
+}
+
+impl CheckpointSnapshot {
+    /// Writes the snapshot unless a newer one was written meanwhile or the log was closed.
+    pub(crate) fn write(&self) -> Result<()> {
+        self.file.write(&self.dir, self.seq, &self.checkpoint)
+    }
+}
+
 fn modified_ms(path: &Path) -> Option<i64> {
     let t = fs::metadata(path).ok()?.modified().ok()?;
     i64::try_from(t.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn log_with_records(dir: &Path, n: usize) -> PartitionLog {
+        let mut log = PartitionLog::open(dir, LogConfig::default(), NOW).unwrap();
+        let values: Vec<(i64, &[u8])> = (0..n).map(|i| (NOW + i as i64, &b"v"[..])).collect();
+        log.append_as_leader(batch::build_batch(0, &values).unwrap(), 1, NOW)
+            .unwrap();
+        log
+    }
+
+    fn checkpointed_hw(dir: &Path) -> i64 {
+        PartitionCheckpoint::read(dir)
+            .unwrap()
+            .unwrap()
+            .high_watermark
+    }
+
+    #[test]
+    fn a_background_checkpoint_never_overwrites_newer_state() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut log = log_with_records(tmp.path(), 10);
+        log.set_high_watermark(5);
+        // Taken under the lock, written later (the background pass).
+        let stale = log.checkpoint_if_changed().unwrap();
+        // Meanwhile the state moves on and is written synchronously (an epoch change, say).
+        log.set_high_watermark(8);
+        log.write_checkpoint().unwrap();
+        assert_eq!(checkpointed_hw(tmp.path()), 8);
+        stale.write().unwrap();
+        assert_eq!(
+            checkpointed_hw(tmp.path()),
+            8,
+            "the older snapshot was dropped"
+        );
+        // Nothing changed since: no snapshot. A newer one is written.
+        assert!(log.checkpoint_if_changed().is_none());
+        log.set_high_watermark(9);
+        log.checkpoint_if_changed().unwrap().write().unwrap();
+        assert_eq!(checkpointed_hw(tmp.path()), 9);
+    }
+
+    #[test]
+    fn no_checkpoint_is_written_after_close_or_delete() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut log = log_with_records(tmp.path(), 4);
+        log.set_high_watermark(2);
+        let pending = log.checkpoint_if_changed().unwrap();
+        log.set_high_watermark(4);
+        log.close_in_place().unwrap();
+        assert_eq!(checkpointed_hw(tmp.path()), 4);
+        pending.write().unwrap();
+        assert_eq!(
+            checkpointed_hw(tmp.path()),
+            4,
+            "a closed log's files stay as closed"
+        );
+        assert!(log.checkpoint_if_changed().is_none());
+
+        let dir = tmp.path().join("deleted");
+        let mut log = log_with_records(&dir, 4);
+        log.set_high_watermark(3);
+        let pending = log.checkpoint_if_changed().unwrap();
+        log.delete_in_place().unwrap();
+        pending.write().unwrap();
+        assert!(
+            !dir.exists(),
+            "nothing recreated the deleted partition's files"
+        );
+    }
 }

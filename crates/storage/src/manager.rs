@@ -237,10 +237,15 @@ impl LogManager {
         }
     }
 
-    /// Persists checkpoints whose high watermark moved.
+    /// Persists checkpoints whose high watermark moved. Each is taken under the log's read lock
+    /// and written (with its fsyncs) after releasing it, so appends and reads do not wait for
+    /// the disk.
     pub fn checkpoint_pass(&self) {
         for (tp, log) in self.partitions() {
-            if let Err(e) = log.write().checkpoint_if_changed() {
+            let snapshot = log.read().checkpoint_if_changed();
+            if let Some(snapshot) = snapshot
+                && let Err(e) = snapshot.write()
+            {
                 tracing::error!(partition = %tp, error = %e, "checkpoint failed");
             }
         }

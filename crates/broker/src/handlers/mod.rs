@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{ErrorTally, ResponseErrors};
 use crate::broker::Broker;
+use crate::cluster::BoxFuture;
 
 pub mod api_versions;
 pub mod create_partitions;
@@ -61,8 +62,7 @@ pub struct RequestContext {
     pub listener: Arc<str>,
 }
 
-/// A handler's outcome. Only Produce with acks=0 uses anything but `Respond`.
-#[derive(Debug)]
+/// A handler's outcome. Only Produce uses anything but `Respond`.
 pub enum Reply<R> {
     /// Send this response.
     Respond(R),
@@ -71,6 +71,47 @@ pub enum Reply<R> {
     /// Send nothing and close the connection (acks=0 with a partition error, as Kafka does, so
     /// the producer notices).
     Close,
+    /// The request has had its effect (an acks=all produce has appended); the response is ready
+    /// when this completes (the high watermark passed the batches). The connection reads and
+    /// handles its next requests meanwhile and still answers in order (`server`).
+    Deferred(BoxFuture<'static, Reply<R>>),
+}
+
+impl<R> std::fmt::Debug for Reply<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reply::Respond(_) => "Respond",
+            Reply::NoResponse => "NoResponse",
+            Reply::Close => "Close",
+            Reply::Deferred(_) => "Deferred",
+        })
+    }
+}
+
+/// A handled request's encoded answer and the error codes in it (the request metrics).
+#[derive(Debug)]
+pub struct Answer {
+    /// The response frame; `Ok(None)`: send nothing; `Err`: close the connection.
+    pub frame: Result<Option<Bytes>, CloseConnection>,
+    /// The error codes the response carries.
+    pub errors: ErrorTally,
+}
+
+/// What [`dispatch`] hands the connection.
+pub enum Dispatched {
+    /// Answered.
+    Done(Answer),
+    /// Had its effect; the answer follows when the future completes.
+    Deferred(BoxFuture<'static, Answer>),
+}
+
+impl std::fmt::Debug for Dispatched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Dispatched::Done(a) => f.debug_tuple("Done").field(a).finish(),
+            Dispatched::Deferred(_) => f.write_str("Deferred"),
+        }
+    }
 }
 
 /// Why a frame could not be turned into a request. Every case closes the connection without a
@@ -160,11 +201,10 @@ macro_rules! registry {
         }
 
         /// Runs the handler for `request` and encodes its response frame (size prefix
-        /// included). `Ok(None)` means send nothing; `Err` means close the connection. The
-        /// response's error codes go to `errors` (the request metrics).
-        pub async fn dispatch(ctx: &RequestContext, correlation_id: i32, request: ApiRequest, errors: &mut ErrorTally) -> Result<Option<Bytes>, CloseConnection> {
+        /// included), now or, for a deferred reply, when its future completes.
+        pub async fn dispatch(ctx: &RequestContext, correlation_id: i32, request: ApiRequest) -> Dispatched {
             match request {
-                $( ApiRequest::$key(req) => finish(correlation_id, ctx.api_version, $module::handle(ctx, req).await, errors), )*
+                $( ApiRequest::$key(req) => finish(correlation_id, ctx.api_version, $module::handle(ctx, req).await), )*
             }
         }
     };
@@ -278,7 +318,30 @@ const NETWORK_EXCEPTION: i16 = 13;
 /// Kafka's UNKNOWN_SERVER_ERROR: a response that could not be encoded.
 const UNKNOWN_SERVER_ERROR: i16 = -1;
 
-fn finish<R: Encodable + HeaderVersion + ResponseErrors>(
+fn finish<R: Encodable + HeaderVersion + ResponseErrors + Send + 'static>(
+    correlation_id: i32,
+    version: i16,
+    reply: Reply<R>,
+) -> Dispatched {
+    match reply {
+        Reply::Deferred(later) => Dispatched::Deferred(Box::pin(async move {
+            let mut reply = later.await;
+            while let Reply::Deferred(again) = reply {
+                reply = again.await;
+            }
+            let mut errors = ErrorTally::default();
+            let frame = encode_reply(correlation_id, version, reply, &mut errors);
+            Answer { frame, errors }
+        })),
+        now => {
+            let mut errors = ErrorTally::default();
+            let frame = encode_reply(correlation_id, version, now, &mut errors);
+            Dispatched::Done(Answer { frame, errors })
+        }
+    }
+}
+
+fn encode_reply<R: Encodable + HeaderVersion + ResponseErrors>(
     correlation_id: i32,
     version: i16,
     reply: Reply<R>,
@@ -298,6 +361,12 @@ fn finish<R: Encodable + HeaderVersion + ResponseErrors>(
         Reply::Close => {
             errors.add(NETWORK_EXCEPTION);
             Err(CloseConnection::Requested)
+        }
+        // `finish` resolves every deferral before encoding; should one slip through, the
+        // connection closes (a client retries) rather than the broker panicking.
+        Reply::Deferred(_) => {
+            errors.add(UNKNOWN_SERVER_ERROR);
+            Err(CloseConnection::Encode("unresolved deferred reply".into()))
         }
     }
 }

@@ -12,8 +12,9 @@
 //! ISR is smaller than `min.insync.replicas`; otherwise it appends and waits until the HW passes
 //! the batch. While it waits: the committed ISR falling below the minimum → 20; leadership lost
 //! → 6; the request's `timeout_ms` → REQUEST_TIMED_OUT (7). Those three are indeterminate (the
-//! batch is in the log). All partitions of one request wait concurrently, on watches, so a wait
-//! blocks neither other partitions nor other connections' requests.
+//! batch is in the log). All partitions of one request wait concurrently, on watches, in a
+//! [`Reply::Deferred`]: a wait blocks neither other partitions, nor other connections'
+//! requests, nor the appends of the same connection's next pipelined requests.
 //!
 //! Idempotent batches (producer id ≥ 0) are checked against the partition's producer state
 //! under the same write lock, right before the append (`PartitionLog::check_producer`): a retry
@@ -170,7 +171,6 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Reply<ProduceR
     };
     let timeout_ms = i64::from(req.timeout_ms.max(0));
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms as u64);
-    let mut any_error = false;
     // (topic name, partition outcomes); acks=all outcomes are completed below, concurrently.
     let mut results: Vec<(TopicName, Vec<(i32, Outcome)>)> =
         Vec::with_capacity(req.topic_data.len());
@@ -226,24 +226,37 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Reply<ProduceR
         }
         results.push((topic.name, partitions));
     }
-    // acks=all: every appended partition waits for its HW at once.
-    let outcomes =
-        futures::future::join_all(waits.iter().map(|(_, _, partition, a, epoch, min_isr)| {
-            partition.wait_for_replication(
-                a.last_offset,
-                *epoch,
-                *min_isr,
-                deadline,
-                timeout_ms,
-                &ctx.shutdown,
-            )
-        }))
-        .await;
-    for ((t, i, _, _, _, _), outcome) in waits.iter().zip(outcomes) {
-        if let Err(e) = outcome {
-            results[*t].1[*i].1 = Err(failure(&e));
-        }
+    if waits.is_empty() {
+        return respond(acks, results);
     }
+    // acks=all: the batches are in the log; the answer waits until the HW passes them, every
+    // partition at once. The connection handles its next requests meanwhile (`server`).
+    let shutdown = ctx.shutdown.clone();
+    Reply::Deferred(Box::pin(async move {
+        let outcomes =
+            futures::future::join_all(waits.iter().map(|(_, _, partition, a, epoch, min_isr)| {
+                partition.wait_for_replication(
+                    a.last_offset,
+                    *epoch,
+                    *min_isr,
+                    deadline,
+                    timeout_ms,
+                    &shutdown,
+                )
+            }))
+            .await;
+        for ((t, i, _, _, _, _), outcome) in waits.iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                results[*t].1[*i].1 = Err(failure(&e));
+            }
+        }
+        respond(acks, results)
+    }))
+}
+
+/// The response for every partition's outcome.
+fn respond(acks: i16, results: Vec<(TopicName, Vec<(i32, Outcome)>)>) -> Reply<ProduceResponse> {
+    let mut any_error = false;
     let responses: Vec<_> = results
         .into_iter()
         .map(|(name, partitions)| {

@@ -1,5 +1,7 @@
 //! acks=all / acks=1 semantics with RF=3 and min.insync.replicas=2.
 
+use gregor_client::kafka_protocol::messages::ProduceRequest;
+
 use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,4 +187,52 @@ async fn one_deadline_covers_every_partition_of_a_request() {
         elapsed < std::time::Duration::from_millis(1900),
         "waited {elapsed:?}"
     );
+}
+
+/// A connection keeps handling its pipelined requests while an acks=all produce on it waits
+/// for replication, and still answers in request order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_appended_while_an_acks_all_produce_waits() {
+    let mut c = Cluster::start(3, |_| {}).await;
+    // The ISR stays {1, 2, 3}, so the HW cannot pass what follower 3 lacks.
+    c.ctl.block_alter_isr(true);
+    c.create_topic(vec![1, 2, 3], 1);
+    c.stop_node(3).await;
+    let conn = c.connect(1).await;
+    let version = conn.version_for::<ProduceRequest>().unwrap();
+    let (mut writer, mut reader) = conn.into_split();
+    let first = writer
+        .write_request(&produce_request(-1, 20_000, "waits"), version)
+        .await
+        .unwrap();
+    let second = writer
+        .write_request(&produce_request(1, 20_000, "behind it"), version)
+        .await
+        .unwrap();
+    // The acks=1 request behind the waiting one is appended without waiting for it.
+    wait_until("the pipelined acks=1 batch to be appended", || {
+        c.leo(1) == 2
+    })
+    .await;
+    assert_eq!(c.hw(1), 0, "follower 3 has nothing: the HW stays");
+    // Nothing is answered out of order: the acks=1 answer waits behind the acks=all one, which
+    // completes once follower 3 is back and has fetched both batches.
+    c.start_node(3).await;
+    let r = tokio::time::timeout(
+        DEADLINE,
+        reader.read_response::<ProduceRequest>(version, first),
+    )
+    .await
+    .expect("the acks=all answer in time")
+    .expect("the first answer is the acks=all request's");
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    assert!(c.hw(1) >= 1);
+    let r = reader
+        .read_response::<ProduceRequest>(version, second)
+        .await
+        .expect("the second answer is the acks=1 request's");
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 1));
+    c.ctl.block_alter_isr(false);
 }

@@ -438,14 +438,9 @@ pub fn batch(value: &str) -> Bytes {
     .unwrap()
 }
 
-/// Produces one record to `TOPIC`-0 and returns the partition response.
-pub async fn produce(
-    conn: &mut Connection,
-    acks: i16,
-    timeout_ms: i32,
-    value: &str,
-) -> PartitionProduceResponse {
-    let req = ProduceRequest::default()
+/// A produce request of one record to `TOPIC`-0.
+pub fn produce_request(acks: i16, timeout_ms: i32, value: &str) -> ProduceRequest {
+    ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(timeout_ms)
         .with_topic_data(vec![
@@ -456,7 +451,17 @@ pub async fn produce(
                         .with_index(0)
                         .with_records(Some(batch(value))),
                 ]),
-        ]);
+        ])
+}
+
+/// Produces one record to `TOPIC`-0 and returns the partition response.
+pub async fn produce(
+    conn: &mut Connection,
+    acks: i16,
+    timeout_ms: i32,
+    value: &str,
+) -> PartitionProduceResponse {
+    let req = produce_request(acks, timeout_ms, value);
     let resp = tokio::time::timeout(DEADLINE, conn.send(&req))
         .await
         .unwrap()

@@ -80,6 +80,8 @@ pub struct PartitionView {
 /// A running 3-node cluster.
 pub struct Cluster {
     _tmp: tempfile::TempDir,
+    /// Held for the cluster's life: nodes restart on the same ports.
+    _ports: crate::ports::Reservation,
     nodes: BTreeMap<i32, Node>,
     overrides: Vec<(String, String)>,
     /// One long-lived client for metadata polls (a client per poll would start threads and
@@ -96,15 +98,10 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// `n` free loopback ports (bound together, then released for the children).
-pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect::<Result<Vec<_>, _>>()?)
+/// `n` free loopback ports, reserved against other tests until the reservation drops
+/// ([`crate::ports`]).
+pub fn free_ports(n: usize) -> anyhow::Result<crate::ports::Reservation> {
+    crate::ports::reserve(n)
 }
 
 /// True if this build's broker or controller knows config `key` (so the server accepts it).
@@ -142,6 +139,7 @@ impl Cluster {
         }
         let mut cluster = Cluster {
             _tmp: tmp,
+            _ports: ports,
             nodes,
             overrides: overrides
                 .iter()
