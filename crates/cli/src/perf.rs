@@ -147,6 +147,10 @@ struct DiskPerfArgs {
     /// fsync once at the end, inside the timed part (fio's `end_fsync=1`).
     #[arg(long)]
     fsync: bool,
+    /// Write the bytes this many times, to as many files, one after another (an RF=3 cluster
+    /// writes every byte three times); MB/s is over all of them.
+    #[arg(long, default_value_t = 1)]
+    copies: u32,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -709,41 +713,50 @@ async fn consume(args: ConsumePerfArgs) -> anyhow::Result<()> {
 }
 
 async fn disk(args: DiskPerfArgs) -> anyhow::Result<()> {
-    if args.block_size == 0 || args.bytes == 0 {
-        bail!("--bytes and --block-size must be positive");
+    if args.block_size == 0 || args.bytes == 0 || args.copies == 0 {
+        bail!("--bytes, --block-size and --copies must be positive");
     }
-    let path = args
-        .dir
-        .join(format!("gregor-perf-disk-{}.dat", std::process::id()));
+    let paths: Vec<PathBuf> = (0..args.copies)
+        .map(|i| {
+            args.dir
+                .join(format!("gregor-perf-disk-{}-{i}.dat", std::process::id()))
+        })
+        .collect();
     let block = payload(args.block_size);
     let (bytes, fsync) = (args.bytes, args.fsync);
-    let file = path.clone();
+    let files = paths.clone();
     let timed = tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
-        let mut f =
-            std::fs::File::create(&file).with_context(|| format!("create {}", file.display()))?;
         let started = Instant::now();
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(block.len() as u64) as usize;
-            f.write_all(&block[..n])?;
-            left -= n as u64;
-        }
-        if fsync {
-            f.sync_all()?;
+        for file in &files {
+            let mut f = std::fs::File::create(file)
+                .with_context(|| format!("create {}", file.display()))?;
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(block.len() as u64) as usize;
+                f.write_all(&block[..n])?;
+                left -= n as u64;
+            }
+            if fsync {
+                f.sync_all()?;
+            }
         }
         Ok(started.elapsed())
     })
     .await;
-    let removed = std::fs::remove_file(&path);
+    let removed: Vec<_> = paths.iter().map(|p| (p, std::fs::remove_file(p))).collect();
     let secs = timed
         .context("the writer thread panicked")??
         .as_secs_f64()
         .max(1e-9);
-    removed.with_context(|| format!("remove {}", path.display()))?;
-    let mbps = mb_per_sec(bytes, secs);
+    for (path, r) in removed {
+        r.with_context(|| format!("remove {}", path.display()))?;
+    }
+    let total = bytes * u64::from(args.copies);
+    let mbps = mb_per_sec(total, secs);
     if args.json {
         let out = json!({
-            "bytes": bytes,
+            "bytes": total,
+            "copies": args.copies,
             "block_size": args.block_size,
             "fsync": fsync,
             "elapsed_ms": secs * 1000.0,
@@ -756,7 +769,10 @@ async fn disk(args: DiskPerfArgs) -> anyhow::Result<()> {
         } else {
             "buffered"
         };
-        println!("{bytes} bytes written ({how}) in {secs:.3} s, {mbps:.2} MB/sec");
+        println!(
+            "{total} bytes written ({how}, {} file(s)) in {secs:.3} s, {mbps:.2} MB/sec",
+            args.copies
+        );
     }
     Ok(())
 }

@@ -201,4 +201,23 @@ fn perf_disk_writes_the_bytes_and_removes_its_file() {
         0,
         "file left behind"
     );
+    // Three copies (the bytes an RF=3 cluster writes): three times the bytes, no file left.
+    let o = std::process::Command::new(GREGOR)
+        .args([
+            "perf", "disk", "--bytes", "1000000", "--copies", "3", "--json", "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let d = json(&o);
+    assert_eq!(
+        (d["bytes"].as_u64(), d["copies"].as_u64()),
+        (Some(3_000_000), Some(3)),
+        "{d}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "files left behind"
+    );
 }

@@ -38,6 +38,12 @@ use crate::cluster::BrokerId;
 /// (Kafka's `replica.socket.timeout.ms` default).
 const FETCH_TIMEOUT_SLACK: Duration = Duration::from_secs(30);
 
+/// HTTP/2's largest SETTINGS_MAX_FRAME_SIZE (2^24 - 1, RFC 9113 §6.5.2).
+const MAX_FRAME_SIZE: u32 = (1 << 24) - 1;
+
+/// HTTP/2's largest flow-control window (2^31 - 1, RFC 9113 §6.9.1).
+const MAX_WINDOW: u32 = (1 << 31) - 1;
+
 /// Starts a fetch task for every leader this node follows partitions from, and stops the tasks
 /// of leaders it no longer follows, until `shutdown`; then stops them all.
 pub async fn run_fetchers(broker: Arc<Broker>, shutdown: CancellationToken) {
@@ -99,6 +105,10 @@ async fn fetch_from(broker: Arc<Broker>, leader: BrokerId, token: CancellationTo
     let max_decode = (config.replica_fetch_response_max_bytes.max(0) as usize)
         .saturating_add(config.message_max_bytes.max(0) as usize)
         .saturating_add(1 << 20);
+    // Flow-control window: the largest reply (every partition's bytes plus framing) fits.
+    let window = u32::try_from(max_decode)
+        .unwrap_or(MAX_WINDOW)
+        .min(MAX_WINDOW);
     let mut changes = broker.replica_changes();
     let mut client: Option<(String, ReplicationClient<Channel>)> = None;
     // Partitions that got an error: (epoch, until). They sit out until the epoch changes or
@@ -143,6 +153,14 @@ async fn fetch_from(broker: Arc<Broker>, leader: BrokerId, token: CancellationTo
                 Ok(e) => {
                     let channel = e
                         .connect_timeout(backoff.max(Duration::from_millis(100)))
+                        // A reply is written as DATA frames of at most the receiver's
+                        // SETTINGS_MAX_FRAME_SIZE, one write (and one wake-up here) each: at
+                        // h2's 16 KiB default a 1 MiB reply took 64 writes. With the largest
+                        // frame and a window that holds the largest reply, it takes one, and the
+                        // leader never waits for a WINDOW_UPDATE in the middle of a reply.
+                        .max_frame_size(MAX_FRAME_SIZE)
+                        .initial_stream_window_size(window)
+                        .initial_connection_window_size(window)
                         .connect_lazy();
                     let c = ReplicationClient::new(channel).max_decoding_message_size(max_decode);
                     client = Some((address.clone(), c));
