@@ -20,6 +20,10 @@ round's ratios compare runs made minutes apart. Per round:
 Producers use librdkafka's defaults: batch.size 1000000, linger.ms 5, and (like Kafka's Java
 client) 5 requests in flight per connection. Records are 1 KiB.
 
+Runs do not overlap each other's disk work: a deleted topic's files must be gone before the next
+run, and every measured run of every system starts with sync(2), so the writeback of what an
+earlier run left dirty does not land inside a later one.
+
 Every server binds 127.0.0.1 only, is started by this script and stopped by its PID (SIGTERM,
 then SIGKILL after 10 s) on exit, also on Ctrl-C. Every child command has a time cap. Results go
 to `<out>/results.json` (every run) and `<out>/results.md` (min / median / max, ratios).
@@ -231,6 +235,7 @@ class Suite:
             "--acks", acks, "--partitions", str(partitions), "--batch-size", "1000000",
             "--linger-ms", "5", "--max-in-flight", "5", "--json", *extra,
         ]
+        self.settle()
         return run_json(args, self.cap)
 
     def topic_create(self, bootstrap, topic, partitions, rf):
@@ -247,9 +252,24 @@ class Suite:
                   "--num-records", str(3 * partitions), "--record-size", "100", "--acks", "all",
                   "--partitions", str(partitions), "--batch-size", "100", "--json"], 60)
 
-    def topic_delete(self, bootstrap, topic):
+    def topic_delete(self, bootstrap, topic, log_dirs=()):
+        """Deletes the topic; with `log_dirs`, also waits (bounded) until no broker keeps a
+        partition directory of it, so its file deletion does not overlap the next run."""
         subprocess.run([self.gregor, "topic", "delete", topic, "--bootstrap-server", bootstrap],
                        capture_output=True, timeout=60)
+        deadline = time.monotonic() + 60
+        while any(d.is_dir() and any(e.name.startswith(f"{topic}-") for e in d.iterdir())
+                  for d in log_dirs):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the files of deleted topic {topic} are still there after 60 s")
+            time.sleep(0.1)
+
+    @staticmethod
+    def settle():
+        """Starts a measured run from a clean page cache: sync(2) writes back what earlier runs
+        left dirty, so the kernel's writeback of run N does not land in the middle of run N+1.
+        Done before every measured run of every system alike."""
+        os.sync()
 
     # -- raw disk
     def disk(self, rnd, data):
@@ -263,6 +283,7 @@ class Suite:
                             ("write_3copies", ["--copies", "3"]),
                             ("write_3copies_fsync", ["--copies", "3", "--fsync"])):
             args = [self.gregor, "perf", "disk", "--dir", str(data), "--bytes", str(nbytes), "--json"] + extra
+            self.settle()
             r = run_json(args, self.cap)
             self.record(rnd, "disk", name, mb_per_sec=r["mb_per_sec"])
 
@@ -283,6 +304,7 @@ class Suite:
             drain(dev)
             self.record(rnd, "gregor3", "start_to_serving", seconds=started)
             n = self.a.records
+            node_dirs = [ddir / f"node-{i}" for i in (1, 2, 3)]
             for parts in (1, 12):
                 for acks in ("0", "1", "all"):
                     topic = f"t{parts}-a{acks}-r{rnd}"
@@ -296,13 +318,14 @@ class Suite:
                                 rps=r["records_per_sec"], mb_per_sec=r["mb_per_sec"],
                                 p99_ms=r["latency_p99_ms"], rss_peak_mib=max(s.peak.values()))
                     if acks == "all":
+                        self.settle()
                         with RssSampler(pids) as s:
                             c = run_json([self.gregor, "perf", "consume", "--bootstrap", bootstrap,
                                           "--topic", topic, "--num-records", str(n), "--json"], self.cap)
                         self.record(rnd, "gregor3", f"consume_p{parts}",
                                     rps=c["records_per_sec"], mb_per_sec=c["mb_per_sec"],
                                     rss_peak_mib=max(s.peak.values()))
-                    self.topic_delete(bootstrap, topic)
+                    self.topic_delete(bootstrap, topic, node_dirs)
                 topic = f"l{parts}-r{rnd}"
                 self.topic_create(bootstrap, topic, parts, 3)
                 lat_n = int(self.a.latency_rate * self.a.latency_seconds)
@@ -313,7 +336,7 @@ class Suite:
                             rps=r["records_per_sec"], p50_ms=r["latency_p50_ms"],
                             p99_ms=r["latency_p99_ms"], p999_ms=r["latency_p999_ms"],
                             max_ms=r["latency_max_ms"], rss_peak_mib=max(s.peak.values()))
-                self.topic_delete(bootstrap, topic)
+                self.topic_delete(bootstrap, topic, node_dirs)
         finally:
             PROCS.stop(dev, grace=30)
             PROCS.reap_adopted()
@@ -342,7 +365,7 @@ class Suite:
                 self.record(rnd, "gregor1", f"produce_p{parts}_acks1",
                             rps=r["records_per_sec"], mb_per_sec=r["mb_per_sec"],
                             p99_ms=r["latency_p99_ms"], rss_peak_mib=max(s.peak.values()))
-                self.topic_delete(bootstrap, topic)
+                self.topic_delete(bootstrap, topic, [ddir])
         finally:
             PROCS.stop(srv)
             shutil.rmtree(ddir, ignore_errors=True)
@@ -371,11 +394,13 @@ class Suite:
                 self.wait_healthz(18222 + i, t0 + 60)
             self.record(rnd, "nats", "rss_idle", mib=max(rss_mib(p.pid) or 0 for p in procs))
             url = f"nats://127.0.0.1:{NATS_CLIENT}"
+            self.settle()
             with RssSampler([p.pid for p in procs]) as s:
                 r = self.natsbench(url, f"ASYNC{rnd}", self.a.nats_records, "async", 256)
             self.record(rnd, "nats", "r3_async", rps=r["records_per_sec"], mb_per_sec=r["mb_per_sec"],
                         rss_peak_mib=max(s.peak.values()))
             if self.a.nats_sync_records > 0:
+                self.settle()
                 r = self.natsbench(url, f"SYNC{rnd}", self.a.nats_sync_records, "sync")
                 self.record(rnd, "nats", "r3_sync", rps=r["records_per_sec"],
                             p50_ms=r["latency_p50_ms"], p99_ms=r["latency_p99_ms"])
