@@ -20,7 +20,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use fault::{CLUSTER_ID, Cluster, DEADLINE, GREGOR, POLL_EVERY, free_ports};
+use fault::{CLUSTER_ID, Cluster, DEADLINE, GREGOR, POLL_EVERY};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -213,7 +213,7 @@ impl Drop for Node {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_answers_at_once_and_ready_waits_for_registration() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let ports = free_ports(12)?;
+    let ports = ports::reserve(12)?;
     let admin_1 = format!("127.0.0.1:{}", ports[3]);
     let mut node_1 = Node::start(1, &ports, tmp.path())?;
     let line = node_1.line_with("serving admin HTTP on").await?;

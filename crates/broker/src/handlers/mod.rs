@@ -71,10 +71,10 @@ pub enum Reply<R> {
     /// Send nothing and close the connection (acks=0 with a partition error, as Kafka does, so
     /// the producer notices).
     Close,
-    /// The request has had its effect (an acks=all produce has appended); the response is ready
-    /// when this completes (the high watermark passed the batches). The connection reads and
-    /// handles its next requests meanwhile and still answers in order (`server`).
-    Deferred(BoxFuture<'static, Reply<R>>),
+    /// The request has had its effect (an acks=all produce has appended); this resolves to the
+    /// response (once the high watermark passed the batches). The connection reads and handles
+    /// its next requests meanwhile and still answers in order (`server`).
+    Deferred(BoxFuture<'static, R>),
 }
 
 impl<R> std::fmt::Debug for Reply<R> {
@@ -324,51 +324,40 @@ fn finish<R: Encodable + HeaderVersion + ResponseErrors + Send + 'static>(
     reply: Reply<R>,
 ) -> Dispatched {
     match reply {
-        Reply::Deferred(later) => Dispatched::Deferred(Box::pin(async move {
-            let mut reply = later.await;
-            while let Reply::Deferred(again) = reply {
-                reply = again.await;
-            }
+        Reply::Respond(r) => Dispatched::Done(respond(correlation_id, version, &r)),
+        Reply::NoResponse => Dispatched::Done(Answer {
+            frame: Ok(None),
+            errors: ErrorTally::default(),
+        }),
+        Reply::Close => {
             let mut errors = ErrorTally::default();
-            let frame = encode_reply(correlation_id, version, reply, &mut errors);
-            Answer { frame, errors }
-        })),
-        now => {
-            let mut errors = ErrorTally::default();
-            let frame = encode_reply(correlation_id, version, now, &mut errors);
-            Dispatched::Done(Answer { frame, errors })
+            errors.add(NETWORK_EXCEPTION);
+            Dispatched::Done(Answer {
+                frame: Err(CloseConnection::Requested),
+                errors,
+            })
         }
+        Reply::Deferred(later) => Dispatched::Deferred(Box::pin(async move {
+            respond(correlation_id, version, &later.await)
+        })),
     }
 }
 
-fn encode_reply<R: Encodable + HeaderVersion + ResponseErrors>(
+/// Encodes `response` and tallies its error codes.
+fn respond<R: Encodable + HeaderVersion + ResponseErrors>(
     correlation_id: i32,
     version: i16,
-    reply: Reply<R>,
-    errors: &mut ErrorTally,
-) -> Result<Option<Bytes>, CloseConnection> {
-    match reply {
-        Reply::Respond(r) => {
-            r.tally(errors);
-            encode_response(correlation_id, version, &r)
-                .map(Some)
-                .map_err(|e| {
-                    errors.add(UNKNOWN_SERVER_ERROR);
-                    CloseConnection::Encode(e)
-                })
-        }
-        Reply::NoResponse => Ok(None),
-        Reply::Close => {
-            errors.add(NETWORK_EXCEPTION);
-            Err(CloseConnection::Requested)
-        }
-        // `finish` resolves every deferral before encoding; should one slip through, the
-        // connection closes (a client retries) rather than the broker panicking.
-        Reply::Deferred(_) => {
+    response: &R,
+) -> Answer {
+    let mut errors = ErrorTally::default();
+    response.tally(&mut errors);
+    let frame = encode_response(correlation_id, version, response)
+        .map(Some)
+        .map_err(|e| {
             errors.add(UNKNOWN_SERVER_ERROR);
-            Err(CloseConnection::Encode("unresolved deferred reply".into()))
-        }
-    }
+            CloseConnection::Encode(e)
+        });
+    Answer { frame, errors }
 }
 
 /// Kafka `AclOperation` bit positions used in authorized-operations bitfields.

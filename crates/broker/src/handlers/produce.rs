@@ -131,6 +131,9 @@ type Failure = (i16, String);
 /// One partition's outcome.
 type Outcome = std::result::Result<Appended, Failure>;
 
+/// Every partition's outcome, by topic, in request order.
+type Results = Vec<(TopicName, Vec<(i32, Outcome)>)>;
+
 fn failure(e: &BrokerError) -> Failure {
     (error::code(e), error::message(e))
 }
@@ -172,8 +175,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Reply<ProduceR
     let timeout_ms = i64::from(req.timeout_ms.max(0));
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms as u64);
     // (topic name, partition outcomes); acks=all outcomes are completed below, concurrently.
-    let mut results: Vec<(TopicName, Vec<(i32, Outcome)>)> =
-        Vec::with_capacity(req.topic_data.len());
+    let mut results: Results = Vec::with_capacity(req.topic_data.len());
     let mut waits = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.to_string();
@@ -250,12 +252,24 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Reply<ProduceR
                 results[*t].1[*i].1 = Err(failure(&e));
             }
         }
-        respond(acks, results)
+        // Only acks=all is deferred, and acks=all always answers.
+        response(results).0
     }))
 }
 
-/// The response for every partition's outcome.
-fn respond(acks: i16, results: Vec<(TopicName, Vec<(i32, Outcome)>)>) -> Reply<ProduceResponse> {
+/// The reply for every partition's outcome, as `acks` asks.
+fn respond(acks: i16, results: Results) -> Reply<ProduceResponse> {
+    match (acks, response(results)) {
+        // Kafka answers nothing for acks=0, and closes the connection on an error so the
+        // producer (which is not reading responses) notices and refreshes its metadata.
+        (0, (_, false)) => Reply::NoResponse,
+        (0, (_, true)) => Reply::Close,
+        (_, (response, _)) => Reply::Respond(response),
+    }
+}
+
+/// The response for every partition's outcome, and whether any partition failed.
+fn response(results: Results) -> (ProduceResponse, bool) {
     let mut any_error = false;
     let responses: Vec<_> = results
         .into_iter()
@@ -272,11 +286,8 @@ fn respond(acks: i16, results: Vec<(TopicName, Vec<(i32, Outcome)>)>) -> Reply<P
                 .with_partition_responses(partitions)
         })
         .collect();
-    match (acks, any_error) {
-        // Kafka answers nothing for acks=0, and closes the connection on an error so the
-        // producer (which is not reading responses) notices and refreshes its metadata.
-        (0, false) => Reply::NoResponse,
-        (0, true) => Reply::Close,
-        _ => Reply::Respond(ProduceResponse::default().with_responses(responses)),
-    }
+    (
+        ProduceResponse::default().with_responses(responses),
+        any_error,
+    )
 }

@@ -98,12 +98,6 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// `n` free loopback ports, reserved against other tests until the reservation drops
-/// ([`crate::ports`]).
-pub fn free_ports(n: usize) -> anyhow::Result<crate::ports::Reservation> {
-    crate::ports::reserve(n)
-}
-
 /// True if this build's broker or controller knows config `key` (so the server accepts it).
 pub fn key_known(key: &str) -> bool {
     gregor_broker::config::KEYS.contains(&key) || gregor_controller::config::KEYS.contains(&key)
@@ -114,7 +108,7 @@ impl Cluster {
     /// each to serve Kafka.
     pub async fn start(overrides: &[(&str, &str)]) -> anyhow::Result<Cluster> {
         let tmp = tempfile::tempdir()?;
-        let ports = free_ports(12)?;
+        let ports = crate::ports::reserve(12)?;
         let mut nodes = BTreeMap::new();
         for id in 1..=3i32 {
             let i = (id - 1) as usize * 4;

@@ -18,18 +18,11 @@ use anyhow::{Context, bail};
 /// Ports below this are left to well-known services.
 const LOW: u16 = 20_000;
 
-/// Claimed ports; released on drop.
+/// Claimed ports (in the order asked for, through `Deref`); released on drop.
 #[derive(Debug)]
 pub struct Reservation {
     ports: Vec<u16>,
     _locks: Vec<File>,
-}
-
-impl Reservation {
-    /// The ports, in the order asked for.
-    pub fn ports(&self) -> &[u16] {
-        &self.ports
-    }
 }
 
 impl std::ops::Deref for Reservation {
